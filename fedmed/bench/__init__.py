@@ -1,0 +1,1 @@
+"""Benchmark results: the JSON contract and the BENCHMARKS.md generated from it."""

@@ -1,0 +1,1 @@
+"""What leaves a site: tensor selection, validation, codecs and byte accounting."""

@@ -1,0 +1,19 @@
+"""Federated methods. Importing this package registers every task.
+
+A new method is a new folder plus one import line below.
+"""
+
+from fedmed.tasks.base import RoundResult, SiteData, Task
+from fedmed.tasks.registry import get_task, list_tasks, register_task, task_class
+
+# Each task module registers itself on import; one line per task.
+
+__all__ = [
+    "RoundResult",
+    "SiteData",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "task_class",
+]

@@ -1,0 +1,144 @@
+"""The task contract: what every federated method in fedmed provides.
+
+A task is one published method (or the classification baseline) packaged so
+that the same ClientApp, ServerApp, simulation and baselines can run it
+without knowing which method it is. Its folder holds ``config.py`` (frozen
+dataclass of the paper's defaults), ``model.py``, ``data.py``, ``train.py``
+and ``task.py`` (the :class:`Task` subclass, registered by name).
+
+Contract
+--------
+``from_run_config(run_config)``
+    Parse and validate the task's keys (prefix ``<name>.``); unknown keys and
+    bad values raise :class:`fedmed.config.ConfigError`.
+``build_model()``
+    Frozen backbone plus trainable parts, deterministic for a given seed so
+    that every site starts from the same weights.
+``exchanged(model)``
+    Exactly the tensors that leave a site: a flat ``str -> Tensor`` mapping,
+    the same keys on every site. No frozen backbone tensor may appear here;
+    a contract test over the registry checks this for every task.
+``load_exchanged(model, state)``
+    Apply an aggregate. Rejects (``ValueError``) missing or extra keys, wrong
+    shapes and non-finite values before touching the model.
+``site_data(node_config)``
+    That site's train / val / test split, found from the node config
+    (``partition-id`` + ``num-partitions`` in simulation, ``data-dir`` in a
+    deployment).
+``fit(model, data, round_config)`` / ``evaluate(model, data)``
+    Pure-torch local work returning a :class:`RoundResult`; ``num_examples``
+    is the weight of the server-side average.
+``heldout_data()``
+    The global held-out test set, evaluated centrally on the aggregate when
+    available (simulation and benchmarks), else ``None``.
+``synthesize_data(out, num_sites, seed)``
+    Write synthetic data in the task's real on-disk format, one folder per
+    site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
+    fresh machine. ``data_dir`` is where ``site_data`` reads from.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Self
+
+from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset
+
+from fedmed.config import FlatConfig
+
+
+@dataclass
+class SiteData:
+    """One site's local data, already split. ``val`` may be empty-free ``None``."""
+
+    site_id: int
+    train: Dataset
+    test: Dataset
+    val: Dataset | None = None
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)  # type: ignore[arg-type]
+
+
+@dataclass
+class RoundResult:
+    """What one local fit or evaluation produced.
+
+    ``metrics`` are scalars safe to send (loss, accuracy, ...). ``statistics``
+    are per-site sufficient statistics (e.g. score histograms) that the server
+    sums to compute pooled metrics such as AUC exactly, instead of averaging
+    per-site AUCs, which is not the AUC of the pooled data.
+    """
+
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    statistics: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A federated method: its model, what leaves a site, and local training."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_run_config(cls, run_config: FlatConfig) -> Self:
+        """Parse and validate this task's run-config keys."""
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """Build the frozen backbone plus trainable parts (same on every site)."""
+
+    @abstractmethod
+    def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
+        """Return exactly the tensors that leave the site."""
+
+    @abstractmethod
+    def load_exchanged(self, model: nn.Module, state: Mapping[str, Tensor]) -> None:
+        """Apply an aggregate after validating keys, shapes and finiteness."""
+
+    @abstractmethod
+    def site_data(self, node_config: FlatConfig) -> SiteData:
+        """Load this site's train / val / test split."""
+
+    @abstractmethod
+    def fit(
+        self, model: nn.Module, data: SiteData, round_config: FlatConfig
+    ) -> RoundResult:
+        """Train locally for one round; return metrics and the example count."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
+        """Evaluate on the site's test split."""
+
+    def heldout_data(self) -> Dataset | None:
+        """Global held-out test set for central evaluation, if one is configured."""
+        return None
+
+    def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
+        """Evaluate the aggregate on the held-out set (exact pooled metrics)."""
+        raise NotImplementedError(f"task {self.name!r} has no held-out evaluation")
+
+    @property
+    @abstractmethod
+    def data_dir(self) -> Path:
+        """Folder this task reads site data from (run-config key ``data-dir``)."""
+
+    def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
+        """Write synthetic data in the real format for ``num_sites`` sites."""
+        raise NotImplementedError(f"task {self.name!r} has no synthetic data generator")
+
+    def pool(self, sites: list[SiteData]) -> SiteData:
+        """Union of several sites' data: the centralised ("pooled") baseline."""
+        vals = [s.val for s in sites if s.val is not None]
+        return SiteData(
+            site_id=-1,
+            train=ConcatDataset([s.train for s in sites]),
+            test=ConcatDataset([s.test for s in sites]),
+            val=ConcatDataset(vals) if vals else None,
+        )
