@@ -31,6 +31,12 @@ Contract
 ``heldout_data()``
     The global held-out test set, evaluated centrally on the aggregate when
     available (simulation and benchmarks), else ``None``.
+``validate_update(update, reference)`` / ``aggregate(states, weights)``
+    Server-side hooks the strategy calls: reject a malformed reply, and
+    combine the accepted ones. Defaults: exact key/shape/finite check against
+    the arrays sent, and the example-weighted mean. A task whose sites may
+    legitimately reply with other shapes (SeLoRA's growing ranks) overrides
+    both.
 ``synthesize_data(out, num_sites, seed)``
     Write synthetic data in the task's real on-disk format, one folder per
     site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
@@ -48,6 +54,8 @@ from typing import ClassVar, Self
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from fedmed.comm.aggregation import weighted_mean
+from fedmed.comm.selection import validate_state
 from fedmed.config import FlatConfig
 
 
@@ -123,6 +131,18 @@ class Task(ABC):
     def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
         """Evaluate the aggregate on the held-out set (exact pooled metrics)."""
         raise NotImplementedError(f"task {self.name!r} has no held-out evaluation")
+
+    def validate_update(
+        self, update: Mapping[str, Tensor], reference: Mapping[str, Tensor]
+    ) -> None:
+        """Raise ``UpdateRejected`` if a site's reply cannot be aggregated."""
+        validate_state(reference, update, source="site update")
+
+    def aggregate(
+        self, states: list[Mapping[str, Tensor]], weights: list[float]
+    ) -> dict[str, Tensor]:
+        """Combine accepted site states; default is the example-weighted mean."""
+        return weighted_mean(states, weights)
 
     @property
     @abstractmethod
