@@ -31,7 +31,7 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _coerce(key: str, value: Scalar, annotation: Any) -> Any:
+def coerce_value(key: str, value: Scalar, annotation: Any) -> Any:
     """Convert a scalar from a run config into the field's declared type."""
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
@@ -102,7 +102,7 @@ def parse_section(cls: type[T], run_config: FlatConfig, prefix: str) -> T:
             known = ", ".join(sorted(f"{dot}{k}" for k in fields))
             raise ConfigError(f"unknown run-config key {key!r}; known keys: {known}")
         field = fields[short]
-        values[field.name] = _coerce(key, value, hints[field.name])
+        values[field.name] = coerce_value(key, value, hints[field.name])
     return cls(**values)
 
 

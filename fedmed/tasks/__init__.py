@@ -6,7 +6,8 @@ A new method is a new folder plus one import line below.
 from fedmed.tasks.base import RoundResult, SiteData, Task
 from fedmed.tasks.registry import get_task, list_tasks, register_task, task_class
 
-# Each task module registers itself on import; one line per task.
+# Each task package registers itself on import; one line per task.
+from fedmed.tasks import classify  # noqa: E402,F401
 
 __all__ = [
     "RoundResult",

@@ -144,6 +144,10 @@ class Task(ABC):
         """Combine accepted site states; default is the example-weighted mean."""
         return weighted_mean(states, weights)
 
+    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
+        """Metrics of the pooled test data from site statistics summed elementwise."""
+        return {}
+
     @property
     @abstractmethod
     def data_dir(self) -> Path:

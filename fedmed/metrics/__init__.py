@@ -1,0 +1,1 @@
+"""Metrics: thin wrappers over sklearn / monai / torchmetrics, with federated sufficient statistics."""

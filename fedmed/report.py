@@ -1,0 +1,143 @@
+"""Summaries, plots and tables of a run directory.
+
+Used by the ServerApp at the end of a run, by ``fedmed report`` and by the
+benchmarks; reads only the run-directory contract (metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from fedmed.runs import RunDirectory  # noqa: E402
+
+
+def _phase(records: list[dict], phase: str) -> list[dict]:
+    return [r for r in records if r.get("phase") == phase]
+
+
+def summarize(
+    run: RunDirectory, *, full_model_bytes: int, exchanged_bytes: int, extra: Mapping[str, Any] = ()
+) -> dict[str, Any]:
+    """Final metrics and communication totals from ``metrics.jsonl``."""
+    records = run.read_metrics()
+    train = [r for r in _phase(records, "train") if r.get("status") == "ok"]
+    heldout = _phase(records, "heldout")
+    evaluate = _phase(records, "evaluate")
+    uploads = [r["bytes_up"] / r["accepted"] for r in train if r.get("accepted")]
+    per_site = sum(uploads) / len(uploads) if uploads else 0.0
+    summary: dict[str, Any] = {
+        "rounds_completed": max((r["round"] for r in train), default=0),
+        "final_heldout": heldout[-1]["aggregated"] if heldout else {},
+        "initial_heldout": heldout[0]["aggregated"] if heldout else {},
+        "final_site_evaluation": evaluate[-1]["aggregated"] if evaluate else {},
+        "total_bytes_up": sum(r.get("bytes_up", 0) for r in records),
+        "total_bytes_down": sum(r.get("bytes_down", 0) for r in records),
+        "bytes_up_per_round_per_site": per_site,
+        "exchanged_bytes": exchanged_bytes,
+        "full_model_bytes": full_model_bytes,
+        "exchanged_to_full_ratio": exchanged_bytes / full_model_bytes if full_model_bytes else None,
+        "rejected_updates": sum(len(r.get("rejected", [])) for r in train),
+        "wall_s": sum(r.get("wall_s", 0.0) for r in records),
+    }
+    summary.update(dict(extra))
+    return summary
+
+
+def plot_run(run: RunDirectory) -> list[Path]:
+    """Metric vs round and cumulative MB vs round, as PNGs in ``plots/``."""
+    records = run.read_metrics()
+    run.plots.mkdir(parents=True, exist_ok=True)
+    paths = [_plot_metrics(run, records), _plot_bytes(run, records)]
+    return [p for p in paths if p is not None]
+
+
+def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for r in records:
+        if r.get("phase") not in ("heldout", "evaluate"):
+            continue
+        for key, value in r.get("aggregated", {}).items():
+            if key in ("num-examples", "loss") or value is None:
+                continue
+            xs, ys = series.setdefault(f"{r['phase']}:{key}", ([], []))
+            xs.append(r["round"])
+            ys.append(value)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in sorted(series.items()):
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xlabel="round", ylabel="metric", title="Metrics per round")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = run.plots / "metrics.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_bytes(run: RunDirectory, records: list[dict]) -> Path | None:
+    per_round: dict[int, float] = {}
+    for r in records:
+        per_round[r["round"]] = per_round.get(r["round"], 0.0) + r.get("bytes_up", 0) + r.get(
+            "bytes_down", 0
+        )
+    if not per_round:
+        return None
+    rounds = sorted(per_round)
+    total, cumulative = 0.0, []
+    for k in rounds:
+        total += per_round[k] / 1e6
+        cumulative.append(total)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rounds, cumulative, marker="o")
+    ax.set(xlabel="round", ylabel="cumulative MB (up + down)", title="Communication")
+    ax.grid(alpha=0.3)
+    path = run.plots / "communication.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_report(run: RunDirectory, console: Console | None = None) -> None:
+    """Rich tables: per-round metrics, then the summary and comparison."""
+    console = console or Console()
+    table = Table(title=f"run {run.path}")
+    for col in ("round", "phase", "metrics", "MB up", "MB down", "wall s"):
+        table.add_column(col)
+    for r in run.read_metrics():
+        shown = {k: v for k, v in r.get("aggregated", {}).items() if isinstance(v, float | int)}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
+        table.add_row(str(r["round"]), r["phase"], text, f"{r.get('bytes_up', 0) / 1e6:.3f}",
+                      f"{r.get('bytes_down', 0) / 1e6:.3f}", f"{r.get('wall_s', 0):.1f}")
+    console.print(table)
+    summary = run.read_summary()
+    comparison = summary.get("comparison", {})
+    if comparison:
+        cmp = Table(title="federated vs local vs pooled (global held-out test)")
+        cmp.add_column("setting")
+        metric_names = sorted({k for v in comparison.values() for k in v})
+        for name in metric_names:
+            cmp.add_column(name)
+        for setting, values in comparison.items():
+            cmp.add_row(setting, *[_fmt(values.get(n)) for n in metric_names])
+        console.print(cmp)
+    console.print(
+        f"bytes up per round per site: {summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
+        f"exchanged/full model: {summary.get('exchanged_to_full_ratio') or 0:.4f}"
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")

@@ -1,0 +1,115 @@
+"""The classification baseline as a federated task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from fedmed.comm.selection import load_state, trainable_state
+from fedmed.config import FlatConfig, parse_section
+from fedmed.data.medmnist_npz import class_names, load_split
+from fedmed.data.sites import heldout_dir, locate_site
+from fedmed.data.synth_dermamnist import synthesize
+from fedmed.metrics.classification import auc_from_histograms
+from fedmed.tasks.base import RoundResult, SiteData, Task
+from fedmed.tasks.classify.config import ClassifyConfig
+from fedmed.tasks.classify.data import ImageArrayDataset, load_site_splits
+from fedmed.tasks.classify.model import build_classifier, input_size
+from fedmed.tasks.classify.train import (
+    classification_metrics,
+    classification_statistics,
+    predict,
+    train_local,
+)
+from fedmed.tasks.registry import register_task
+
+
+@register_task
+class ClassifyTask(Task):
+    """timm ViT on MedMNIST-format data: full fine-tuning, linear probe or LoRA."""
+
+    name = "classify"
+
+    def __init__(self, cfg: ClassifyConfig, run_config: FlatConfig) -> None:
+        self.cfg = cfg
+        self.seed = int(run_config.get("seed", 0))
+        self._data_dir = Path(str(run_config.get("data-dir", "data/dermamnist")))
+        self.partitioner = str(run_config.get("partition", "iid"))
+        self.partition_alpha = float(run_config.get("partition-alpha", 0.5))
+        self.num_classes = len(class_names(cfg.dataset))
+
+    @classmethod
+    def from_run_config(cls, run_config: FlatConfig) -> Self:
+        return cls(parse_section(ClassifyConfig, run_config, cls.name), run_config)
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    def build_model(self) -> nn.Module:
+        return build_classifier(self.cfg, self.num_classes, self.seed)
+
+    def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
+        return trainable_state(model)
+
+    def load_exchanged(self, model: nn.Module, state: Mapping[str, Tensor]) -> None:
+        load_state(model, state, expected=trainable_state(model))
+
+    def site_data(self, node_config: FlatConfig) -> SiteData:
+        location = locate_site(self._data_dir, node_config)
+        splits = load_site_splits(
+            location,
+            self.cfg.dataset,
+            self.cfg.data_size,
+            self.partitioner,
+            self.partition_alpha,
+            self.seed,
+        )
+        return SiteData(location.site_id, splits["train"], splits["test"], splits["val"])
+
+    def fit(self, model: nn.Module, data: SiteData, round_config: FlatConfig) -> RoundResult:
+        server_round = int(round_config.get("server-round", 1))
+        metrics = train_local(
+            model,
+            data.train,
+            side=input_size(model),
+            lr=float(round_config.get("lr", self.cfg.lr)),
+            weight_decay=self.cfg.weight_decay,
+            batch_size=self.cfg.batch_size,
+            epochs=self.cfg.local_epochs,
+            max_steps=self.cfg.max_steps_per_round,
+            seed=self.seed * 100_003 + data.site_id * 1_009 + server_round,
+        )
+        return RoundResult(num_examples=data.num_train, metrics=metrics)
+
+    def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
+        labels, probs = predict(model, data.test, side=input_size(model), batch_size=256)
+        return RoundResult(
+            num_examples=len(labels),
+            metrics=classification_metrics(labels, probs),
+            statistics=classification_statistics(labels, probs),
+        )
+
+    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
+        hist = np.asarray(statistics["score_hist"]).reshape(self.num_classes, 2, -1)
+        correct, total = statistics["correct_total"]
+        return {"auc": auc_from_histograms(hist), "accuracy": correct / max(total, 1.0)}
+
+    def heldout_data(self) -> Dataset | None:
+        folder = heldout_dir(self._data_dir)
+        if folder is None:
+            return None
+        images, labels = load_split(folder, self.cfg.dataset, self.cfg.data_size, "test")
+        return ImageArrayDataset(images, labels)
+
+    def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
+        labels, probs = predict(model, dataset, side=input_size(model), batch_size=256)
+        return classification_metrics(labels, probs)
+
+    def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
+        synthesize(out, num_sites=num_sites, size=self.cfg.data_size, seed=seed)

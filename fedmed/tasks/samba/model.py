@@ -1,0 +1,171 @@
+"""SAMBA's model: frozen SAM encoders, trainable mask decoder, voting net, localizer.
+
+SAMBA Sec. 2.3: "SAM's image and prompt encoders remain frozen, while the
+decoder is specifically fine-tuned". Only the mask decoder (plus the voting
+network, and the YOLO localizer when it is federated) ever leaves a site; the
+image encoder (93% of vit_b's bytes) stays home, and so do its cached
+embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+from torch import nn
+
+from fedmed.tasks.samba.config import SambaConfig
+from fedmed.tasks.samba.voting import build_voting_net
+
+logger = logging.getLogger(__name__)
+
+DECODER_PREFIX = "sam.mask_decoder."
+VOTING_PREFIX = "voting."
+LOCALIZER_PREFIX = "localizer."
+
+
+class SambaModel(nn.Module):
+    """SAM plus SAMBA's optional voting network and YOLO localizer.
+
+    ``description`` names the SAM architecture and weights; it enters the
+    embedding-cache key so that embeddings of different encoders never mix.
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        voting: nn.Module | None,
+        localizer: nn.Module | None,
+        description: str,
+    ) -> None:
+        super().__init__()
+        self.sam = sam
+        self.voting = voting
+        self.localizer = localizer
+        self.description = description
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution logits (4x the embedding grid)."""
+        return int(self.sam.prompt_encoder.mask_input_size[0])
+
+
+def build_tiny_sam(image_size: int, dim: int) -> Sam:
+    """A small SAM from segment_anything's own modelling classes (tests, demos).
+
+    The embedding grid is always 16x16 (patch = image_size / 16), so the
+    decoder's low-resolution logits are 64x64 like a 256-px slice at 1/4.
+    """
+    grid = 16
+    encoder = ImageEncoderViT(
+        img_size=image_size,
+        patch_size=image_size // grid,
+        in_chans=3,
+        embed_dim=dim,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2.0,
+        out_chans=dim,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=4,
+        global_attn_indexes=(1,),
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(image_size, image_size),
+        mask_in_chans=8,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=2, embedding_dim=dim, mlp_dim=2 * dim, num_heads=2
+        ),
+        transformer_dim=dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=dim,
+    )
+    return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder)
+
+
+def build_sam(cfg: SambaConfig) -> tuple[Sam, str]:
+    """SAM of ``cfg.sam_model`` with the user's checkpoint; returns (model, description)."""
+    if cfg.sam_model == "tiny":
+        sam = build_tiny_sam(cfg.tiny_image_size, cfg.tiny_dim)
+        description = f"tiny-{cfg.tiny_image_size}-{cfg.tiny_dim}"
+    else:
+        sam = sam_model_registry[cfg.sam_model](checkpoint=None)
+        description = cfg.sam_model
+    if cfg.sam_checkpoint:
+        _load_sam_checkpoint(sam, Path(cfg.sam_checkpoint), cfg.sam_model)
+        description += f"@{Path(cfg.sam_checkpoint).resolve()}"
+    elif cfg.sam_model != "tiny":
+        logger.warning(
+            "samba.sam-checkpoint is empty: %s is randomly initialised, so "
+            "zero-shot results are meaningless (set it to e.g. sam_vit_b_01ec64.pth)",
+            cfg.sam_model,
+        )
+    return sam, description
+
+
+def _load_sam_checkpoint(sam: Sam, path: Path, arch: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"SAM checkpoint {path} not found: download the official {arch} weights "
+            "(e.g. sam_vit_b_01ec64.pth from the segment-anything release) and set "
+            "samba.sam-checkpoint to its path"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = sam.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"SAM checkpoint {path} does not fit {arch}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}; check samba.sam-model"
+        )
+
+
+def freeze_encoders(sam: Sam) -> None:
+    """Freeze image and prompt encoders (SAMBA Sec. 2.3); the decoder stays trainable."""
+    for module in (sam.image_encoder, sam.prompt_encoder):
+        module.eval()
+        for param in module.parameters():
+            param.requires_grad_(False)
+    for param in sam.mask_decoder.parameters():
+        param.requires_grad_(True)
+
+
+def build_samba_model(cfg: SambaConfig, seed: int) -> SambaModel:
+    """Deterministic SAMBA model: same weights on every site for the same seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam, description = build_sam(cfg)
+        freeze_encoders(sam)
+        voting = build_voting_net(cfg) if cfg.voting else None
+        localizer = None
+        if cfg.localizer != "off":
+            from fedmed.tasks.samba.localizer import build_localizer
+
+            localizer = build_localizer(cfg)
+    return SambaModel(sam, voting, localizer, description)
+
+
+def exchanged_prefixes(cfg: SambaConfig) -> tuple[str, ...]:
+    """Name prefixes of the tensors that leave a site."""
+    prefixes = [DECODER_PREFIX]
+    if cfg.voting:
+        prefixes.append(VOTING_PREFIX)
+    if cfg.localizer == "federated":
+        prefixes.append(LOCALIZER_PREFIX)
+    return tuple(prefixes)

@@ -1,0 +1,80 @@
+"""The ServerApp: read the run config, pick task and strategy, run, log, checkpoint."""
+
+from __future__ import annotations
+
+from logging import INFO
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore import log
+
+from fedmed.comm.codecs import bytes_per_element
+from fedmed.platform_config import PlatformConfig, parse_platform
+from fedmed.records import record_to_state, state_to_record
+from fedmed.report import plot_run, summarize
+from fedmed.runs import RunDirectory
+from fedmed.tasks import Task, get_task, list_tasks
+from strategies.adapter_fedavg import AdapterFedAvg
+
+app = ServerApp()
+
+
+def heldout_evaluator(task: Task, run: RunDirectory, round_offset: int):
+    """Central evaluation of each aggregate on the global held-out set, if any."""
+    dataset = task.heldout_data()
+    if dataset is None:
+        return None
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0 and round_offset > 0:
+            return None  # already recorded before the run was resumed
+        model = task.build_model()
+        task.load_exchanged(model, record_to_state(arrays))
+        metrics = task.evaluate_heldout(model, dataset)
+        run.append_metrics({"round": server_round + round_offset, "phase": "heldout",
+                            "sites": {}, "aggregated": metrics, "bytes_up": 0,
+                            "bytes_down": 0, "wall_s": 0.0})
+        return MetricRecord({k: float(v) for k, v in metrics.items()})
+
+    return evaluate
+
+
+def model_bytes(task: Task, codec: str) -> tuple[int, int]:
+    """(full model bytes, exchanged bytes) at the wire codec's element size."""
+    model = task.build_model()
+    size = bytes_per_element(codec)
+    full = sum(p.numel() for p in model.parameters()) * size
+    exchanged = sum(t.numel() for t in task.exchanged(model).values()) * size
+    return full, exchanged
+
+
+def initial_state(task: Task, run: RunDirectory, platform: PlatformConfig):
+    """Fresh model state, or the last checkpoint when resuming."""
+    if platform.resume and (found := run.latest_checkpoint()) is not None:
+        last_round, state, _ = found
+        run.truncate_metrics_after(last_round)
+        log(INFO, "resuming %s after round %d", run.path, last_round)
+        return state, last_round
+    return task.exchanged(task.build_model()), 0
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run ``num-server-rounds`` of federated training for the configured task."""
+    platform = parse_platform(context.run_config, list_tasks())
+    task = get_task(context.run_config)
+    run = RunDirectory(platform.run_dir)
+    run.create(context.run_config, resume=platform.resume)
+    state, offset = initial_state(task, run, platform)
+    remaining = platform.num_server_rounds - offset
+    if remaining > 0:
+        strategy = AdapterFedAvg(task, run, codec=platform.comm_dtype,
+                                 min_sites=platform.min_sites,
+                                 fraction_train=platform.fraction_train, round_offset=offset)
+        strategy.start(grid, state_to_record(state, platform.comm_dtype), num_rounds=remaining,
+                       timeout=platform.round_timeout_s, train_config=ConfigRecord(),
+                       evaluate_fn=heldout_evaluator(task, run, offset))
+    full, exchanged = model_bytes(task, platform.comm_dtype)
+    run.write_summary(summarize(run, full_model_bytes=full, exchanged_bytes=exchanged,
+                                extra={"task": task.name, "comm_dtype": platform.comm_dtype}))
+    plot_run(run)

@@ -1,0 +1,87 @@
+"""Run the fedmed ServerApp and ClientApp in Flower's simulation runtime (Ray).
+
+Flower's public ``run_simulation`` has no way to pass a run config, so this
+module hands the runtime a throw-away app folder whose ``pyproject.toml``
+holds the fully resolved run config; every virtual site and the server then
+read exactly the same config through ``context.run_config``, as they do
+under ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import tomli_w
+
+from fedmed.config import Scalar
+
+log = logging.getLogger(__name__)
+
+
+def _app_folder(run_config: Mapping[str, Scalar], folder: Path) -> Path:
+    project = {
+        "project": {"name": "fedmed-simulation", "version": "0.1.0"},
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "fedmed",
+                    "components": {
+                        "serverapp": "server.server_app:app",
+                        "clientapp": "clients.client_app:app",
+                    },
+                    "config": dict(run_config),
+                }
+            }
+        },
+    }
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(project))
+    return folder
+
+
+def simulate(
+    run_config: Mapping[str, Scalar],
+    num_sites: int,
+    *,
+    cpus_per_site: float = 1.0,
+    gpus_per_site: float = 0.0,
+    total_cpus: int | None = None,
+    verbose: bool = False,
+) -> None:
+    """Run one federated simulation with ``num_sites`` virtual sites.
+
+    ``gpus_per_site`` may be fractional (0.25 = four sites share one GPU).
+    """
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from flwr.app import Context, RecordDict
+    from flwr.common import EventType
+    from flwr.simulation.run_simulation import _run_simulation
+
+    from clients.client_app import app as client_app
+    from server.server_app import app as server_app
+
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
+        "init_args": {"num_cpus": total_cpus or os.cpu_count() or 1, "include_dashboard": False},
+    }
+    with tempfile.TemporaryDirectory(prefix="fedmed-app-") as tmp:
+        app_dir = _app_folder(run_config, Path(tmp))
+        server_context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                 run_config=dict(run_config))
+        result = _run_simulation(
+            num_supernodes=num_sites,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config=backend_config,
+            server_app_context=server_context,
+            app_dir=str(app_dir),
+            is_app=True,
+            verbose_logging=verbose,
+        )
+    if result is not None and getattr(result, "success", True) is False:
+        raise RuntimeError("the simulation failed; see the log above")
