@@ -63,7 +63,7 @@ def plot_run(run: RunDirectory) -> list[Path]:
 def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
     series: dict[str, tuple[list[int], list[float]]] = {}
     for r in records:
-        if r.get("phase") not in ("heldout", "evaluate"):
+        if r.get("phase") not in ("heldout", "evaluate", "local", "pooled"):
             continue
         for key, value in r.get("aggregated", {}).items():
             if key in ("num-examples", "loss") or value is None:

@@ -46,9 +46,13 @@ def hkdf(material: bytes, salt: bytes, label: bytes, length: int = 32) -> bytes:
     return HKDF(hashes.SHA256(), length=length, salt=salt, info=label).derive(material)
 
 
-def mask_key_from_seed(seed: int, run_id: bytes) -> X25519PrivateKey:
-    """The X25519 mask key a party derives from its shareable 127-bit seed."""
-    raw = hkdf(shamir.to_bytes(seed), run_id, b"fedmed/secagg/mask-key")
+def mask_key_from_seed(seed: int) -> X25519PrivateKey:
+    """The X25519 mask key a party derives from its shareable 127-bit seed.
+
+    The seed is fresh per party and run; it is derived before the run id is
+    known (the public key is advertised first), hence no salt.
+    """
+    raw = hkdf(shamir.to_bytes(seed), b"", b"fedmed/secagg/mask-key")
     return X25519PrivateKey.from_private_bytes(raw)
 
 

@@ -119,7 +119,7 @@ class SambaConfig:
 
     def _check_positive(self) -> None:
         for name in (
-            "batch_size", "encoder_batch_size", "box_jitter", "voting_epochs",
+            "batch_size", "encoder_batch_size", "voting_epochs",
             "voting_batch_size", "yolo_epochs", "yolo_imgsz", "yolo_batch",
             "tiny_image_size", "tiny_dim",
         ):  # fmt: skip
@@ -128,6 +128,8 @@ class SambaConfig:
                     f"samba.{name.replace('_', '-')} must be >= 1, "
                     f"found {getattr(self, name)}"
                 )
+        if self.box_jitter < 0:
+            raise ConfigError(f"samba.box-jitter must be >= 0, found {self.box_jitter}")
         if self.epochs is not None and self.epochs < 0:
             raise ConfigError(f"samba.epochs must be >= 0, found {self.epochs}")
         if self.lr <= 0 or self.voting_lr <= 0:
