@@ -28,8 +28,20 @@ MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 """Canonical modality names, in the order volumes are stacked."""
 
 SUFFIXES: dict[Naming, dict[str, str]] = {
-    "2021": {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair", "seg": "_seg"},
-    "2023": {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"},
+    "2021": {
+        "t1": "_t1",
+        "t1ce": "_t1ce",
+        "t2": "_t2",
+        "flair": "_flair",
+        "seg": "_seg",
+    },
+    "2023": {
+        "t1": "-t1n",
+        "t1ce": "-t1c",
+        "t2": "-t2w",
+        "flair": "-t2f",
+        "seg": "-seg",
+    },
 }
 """File-name suffix of each modality (and the segmentation) per naming."""
 
@@ -63,7 +75,7 @@ class BratsCase:
     naming: Naming
 
     def path(self, kind: str) -> Path:
-        """File of ``kind`` (a canonical modality or ``seg``), whichever extension exists."""
+        """File of ``kind`` (canonical modality or ``seg``), .nii.gz or .nii."""
         stem = f"{self.case_id}{SUFFIXES[self.naming][kind]}"
         for ext in _EXTENSIONS:
             candidate = self.folder / f"{stem}{ext}"
@@ -72,7 +84,7 @@ class BratsCase:
         return self.folder / f"{stem}.nii.gz"
 
     def load(self, require_seg: bool = True) -> BratsVolume:
-        """Read all modalities (and the segmentation) with checks; see :func:`load_case`."""
+        """Read all modalities (and the segmentation); see :func:`load_case`."""
         return load_case(self, require_seg=require_seg)
 
 
@@ -176,7 +188,9 @@ def load_case(case: BratsCase, require_seg: bool = True) -> BratsVolume:
     for modality in MODALITIES:
         volume, zooms = _read(case, modality)
         if images:
-            _check_shape(case, modality, volume.shape, next(iter(images.values())).shape)
+            _check_shape(
+                case, modality, volume.shape, next(iter(images.values())).shape
+            )
         else:
             spacing = zooms
         images[modality] = volume

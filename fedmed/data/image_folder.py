@@ -114,7 +114,9 @@ def read_labels_csv(
     return records
 
 
-def _order_one_hot(columns: list[str], class_names: Sequence[str], where: Path) -> list[str]:
+def _order_one_hot(
+    columns: list[str], class_names: Sequence[str], where: Path
+) -> list[str]:
     missing = [c for c in class_names if c not in columns]
     if missing:
         raise ValueError(f"{where}: one-hot columns {columns} lack classes {missing}")
@@ -163,7 +165,9 @@ def _class_folders(folder: Path) -> list[Path]:
     )
 
 
-def scan_class_folders(folder: Path, class_names: Sequence[str] = ()) -> list[ImageRecord]:
+def scan_class_folders(
+    folder: Path, class_names: Sequence[str] = ()
+) -> list[ImageRecord]:
     """Records of ``<root>/[<split>/]<class>/<image>``; classes sorted by name."""
     folder = Path(folder)
     roots = [(folder / s, s) for s in SPLITS if (folder / s).is_dir()] or [(folder, "")]

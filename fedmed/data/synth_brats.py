@@ -59,7 +59,9 @@ HIGH_QUALITY = SiteProfile("high-quality", "2021", 1000.0, 0.02, 0.10, (1, 1, 1)
 LOW_QUALITY = SiteProfile("africa-like", "2023", 300.0, 0.08, 0.35, (2, 2, 2))
 
 
-def site_profile(site: int, naming: NamingChoice, rng: np.random.Generator) -> SiteProfile:
+def site_profile(
+    site: int, naming: NamingChoice, rng: np.random.Generator
+) -> SiteProfile:
     """Even sites high-quality, odd sites low-quality, each with a random jitter."""
     base = HIGH_QUALITY if site % 2 == 0 else LOW_QUALITY
     chosen: Naming = base.naming if naming == "mixed" else naming
@@ -127,7 +129,9 @@ def render_modality(
     ramp = np.indices(tissue.shape).astype(float)
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
-    gradient = np.tensordot(direction, ramp / np.array(tissue.shape)[:, None, None, None], 1)
+    gradient = np.tensordot(
+        direction, ramp / np.array(tissue.shape)[:, None, None, None], 1
+    )
     clean = clean * np.exp(profile.bias_strength * (gradient - gradient.mean()))
     clean = _degrade_resolution(clean, profile.downsample)
     real = clean + rng.normal(0.0, profile.noise_std, clean.shape)
@@ -136,12 +140,16 @@ def render_modality(
     return np.where(brain, rician * profile.intensity_scale, 0.0).astype(np.float32)
 
 
-def _degrade_resolution(volume: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+def _degrade_resolution(
+    volume: np.ndarray, factors: tuple[int, int, int]
+) -> np.ndarray:
     """Block-average by ``factors`` then repeat back: coarse voxels on the same grid."""
     if factors == (1, 1, 1):
         return volume
     shape = volume.shape
-    padded_shape = [int(np.ceil(s / f) * f) for s, f in zip(shape, factors, strict=True)]
+    padded_shape = [
+        int(np.ceil(s / f) * f) for s, f in zip(shape, factors, strict=True)
+    ]
     padded = np.zeros(padded_shape)
     padded[: shape[0], : shape[1], : shape[2]] = volume
     blocks = padded.reshape(
@@ -222,12 +230,18 @@ def synthesize(
         for _ in range(cases_per_site):
             volumes, labels = synth_case(profile, shape, rng)
             case_id = case_id_for(profile.naming, index)
-            written.append(write_case(site_dir(root, site), case_id, profile.naming, volumes, labels))
+            written.append(
+                write_case(
+                    site_dir(root, site), case_id, profile.naming, volumes, labels
+                )
+            )
             index += 1
     for k in range(cases_per_site if heldout_cases is None else heldout_cases):
         profile = site_profile(k, naming, rng)
         volumes, labels = synth_case(profile, shape, rng)
         case_id = case_id_for(profile.naming, index)
-        written.append(write_case(root / HELDOUT_DIR, case_id, profile.naming, volumes, labels))
+        written.append(
+            write_case(root / HELDOUT_DIR, case_id, profile.naming, volumes, labels)
+        )
         index += 1
     return written

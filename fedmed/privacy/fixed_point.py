@@ -31,6 +31,7 @@ RING_DTYPES = {32: np.uint32, 64: np.uint64}
 _SIGNED = {32: np.int32, 64: np.int64}
 # float64 spacing near 2**62 is 1024: keep encoded magnitudes clear of the edge.
 _FLOAT_MARGIN = {32: 0, 64: 4096}
+_CHUNK = 1 << 16  # elements encoded per cache-sized step
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class FixedPointCodec:
             raise ValueError(f"bits must be 32 or 64, found {self.bits}")
         if not (np.isfinite(self.value_range) and self.value_range > 0):
             raise ValueError(
-                f"value_range must be a positive finite number, found {self.value_range}"
+                "value_range must be a positive finite number, "
+                f"found {self.value_range}"
             )
         if self.num_summands < 2:
             raise ValueError(
@@ -78,14 +80,26 @@ class FixedPointCodec:
 
     def encode(self, values: np.ndarray, party: int = -1) -> np.ndarray:
         """Encode a float vector as ring elements; out-of-range values raise."""
-        flat = np.asarray(values, dtype=np.float64).reshape(-1)
-        inside = np.abs(flat) <= self.value_range  # False for NaN and Inf
-        if not inside.all():
-            index = int(np.flatnonzero(~inside)[0])
-            raise ValueOutOfRange(party, index, float(flat[index]), self.value_range)
-        scaled = np.rint(flat * self.scale)
-        np.clip(scaled, -self.bound, self.bound, out=scaled)  # float rounding only
-        return scaled.astype(np.int64).astype(self.dtype)
+        flat = np.asarray(values).reshape(-1)
+        out = np.empty(flat.size, dtype=_SIGNED[self.bits])
+        scaled = np.empty(min(flat.size, _CHUNK), dtype=np.float64)
+        for start in range(0, flat.size, _CHUNK):
+            chunk = flat[start : start + _CHUNK]
+            if not (
+                chunk.min() >= -self.value_range and chunk.max() <= self.value_range
+            ):
+                self._raise_out_of_range(flat, party)  # NaN fails the test too
+            part = scaled[: chunk.size]
+            np.multiply(chunk, self.scale, out=part, dtype=np.float64)
+            np.rint(part, out=part)
+            out[start : start + part.size] = part
+        return out.view(self.dtype)
+
+    def _raise_out_of_range(self, flat: np.ndarray, party: int) -> None:
+        magnitude = np.abs(np.asarray(flat, dtype=np.float64))
+        bad = ~(magnitude <= self.value_range)
+        index = int(np.flatnonzero(bad)[0]) if bad.any() else int(np.argmax(magnitude))
+        raise ValueOutOfRange(party, index, float(flat[index]), self.value_range)
 
     def decode(self, ring_sum: np.ndarray) -> np.ndarray:
         """Decode a sum of ring elements (two's complement) back to float64."""

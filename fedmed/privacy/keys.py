@@ -76,7 +76,11 @@ def pair_seed(
 
 
 def share_cipher(
-    own: X25519PrivateKey, peer_public: bytes, run_id: bytes, sender: int, recipient: int
+    own: X25519PrivateKey,
+    peer_public: bytes,
+    run_id: bytes,
+    sender: int,
+    recipient: int,
 ) -> ChaCha20Poly1305:
     """AEAD for shares travelling from ``sender`` to ``recipient`` (one direction)."""
     shared = own.exchange(X25519PublicKey.from_public_bytes(peer_public))
@@ -96,7 +100,9 @@ class ShareContext:
     owner: int
 
     def associated_data(self) -> bytes:
-        head = struct.pack(">qqqq", self.round_id, self.sender, self.recipient, self.owner)
+        head = struct.pack(
+            ">qqqq", self.round_id, self.sender, self.recipient, self.owner
+        )
         return self.run_id + self.purpose.encode() + head
 
 

@@ -28,12 +28,48 @@ from fedmed.privacy.keys import hkdf
 _ZERO_IV = bytes(16)
 
 
+CHUNK_BYTES = 1 << 18  # 256 KiB: a chunk of the vector stays in cache
+
+
+def _add_keystreams(target: np.ndarray, keys: list[bytes], signs: list[int]) -> None:
+    """``target += sum_k sign_k * AES-CTR(key_k)`` in place, chunk by chunk.
+
+    The keystreams are produced chunk-wise and added while the chunk of
+    ``target`` is in cache, so the cost is that of AES itself (AES-NI).
+    """
+    dtype = np.dtype(target.dtype).newbyteorder("<")
+    encryptors = [
+        Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor() for key in keys
+    ]
+    step = max(1, CHUNK_BYTES // dtype.itemsize)
+    zeros = bytes(min(target.size, step) * dtype.itemsize)
+    buffer = bytearray(len(zeros) + 15)  # CTR may need a spare block
+    for start in range(0, target.size, step):
+        chunk = target[start : start + step]
+        nbytes = chunk.size * dtype.itemsize
+        for encryptor, sign in zip(encryptors, signs, strict=True):
+            encryptor.update_into(
+                zeros[:nbytes] if nbytes < len(zeros) else zeros, buffer
+            )
+            stream = np.frombuffer(buffer, dtype=dtype, count=chunk.size)
+            if sign > 0:
+                chunk += stream
+            else:
+                chunk -= stream
+
+
 def expand(key: bytes, size: int, bits: int) -> np.ndarray:
     """``size`` ring elements of AES-256-CTR keystream under a one-use ``key``."""
-    dtype = np.dtype(RING_DTYPES[bits]).newbyteorder("<")
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-    stream = encryptor.update(bytes(size * dtype.itemsize)) + encryptor.finalize()
-    return np.frombuffer(stream, dtype=dtype).astype(RING_DTYPES[bits], copy=False)
+    out = np.zeros(size, dtype=RING_DTYPES[bits])
+    _add_keystreams(out, [key], [1])
+    return out
+
+
+def add_masks(target: np.ndarray, keys: list[bytes], signs: list[int]) -> None:
+    """Add (+1) or subtract (-1) the masks of ``keys`` to ``target`` in place."""
+    if target.dtype.type not in RING_DTYPES.values() or not target.flags.c_contiguous:
+        raise ValueError("masks apply to contiguous uint32/uint64 ring vectors")
+    _add_keystreams(target, keys, signs)
 
 
 def pairwise_round_key(pair_seed: bytes, run_id: bytes, round_id: int) -> bytes:
@@ -62,10 +98,7 @@ def apply_masks(
 ) -> np.ndarray:
     """Masked vector ``y = x + PRG(b) + sum_v sign(u, v) PRG(s_uv)`` (mod 2**bits)."""
     masked = encoded.astype(RING_DTYPES[bits], copy=True)
-    masked += expand(self_key, masked.size, bits)
-    for peer, key in pair_keys.items():
-        if mask_sign(owner, peer) > 0:
-            masked += expand(key, masked.size, bits)
-        else:
-            masked -= expand(key, masked.size, bits)
+    keys = [self_key, *pair_keys.values()]
+    signs = [1, *(mask_sign(owner, peer) for peer in pair_keys)]
+    add_masks(masked, keys, signs)
     return masked

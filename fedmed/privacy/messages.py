@@ -68,7 +68,9 @@ def _from_array(kind: str, array: np.ndarray) -> Any:
     if kind == "ring":
         return array
     rows = [row.tobytes() for row in array]
-    return tuple(shamir.from_bytes(r) for r in rows) if kind == "shares" else tuple(rows)
+    return (
+        tuple(shamir.from_bytes(r) for r in rows) if kind == "shares" else tuple(rows)
+    )
 
 
 class WireMessage:
@@ -78,7 +80,9 @@ class WireMessage:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat ``str -> ndarray`` mapping (what goes into an ArrayRecord)."""
-        return {name: _to_array(k, getattr(self, name)) for name, k in self.kinds.items()}
+        return {
+            name: _to_array(k, getattr(self, name)) for name, k in self.kinds.items()
+        }
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Self:
@@ -174,7 +178,11 @@ class KeyDirectory(WireMessage):
 class SetupShares(WireMessage):
     """Setup 3, party -> server: encrypted shares of its mask-key seed, per peer."""
 
-    kinds: ClassVar = {"sender": "int", "recipients": "ids", "ciphertexts": "ciphertexts"}
+    kinds: ClassVar = {
+        "sender": "int",
+        "recipients": "ids",
+        "ciphertexts": "ciphertexts",
+    }
     sender: int
     recipients: tuple[int, ...]
     ciphertexts: tuple[bytes, ...]
@@ -261,7 +269,10 @@ class UnmaskRequest(WireMessage):
 
 @dataclass(frozen=True)
 class UnmaskResponse(WireMessage):
-    """Round 4, party -> server: self-mask shares of survivors, key shares of dropped."""
+    """Round 4, party -> server: self-mask shares of survivors, key shares of dropped.
+
+    ``self_mask_owners`` always starts with the sender (its own share).
+    """
 
     kinds: ClassVar = {
         "sender": "int",
@@ -296,4 +307,3 @@ MESSAGE_TYPES: dict[str, type[WireMessage]] = {
         UnmaskResponse,
     )
 }
-

@@ -72,7 +72,9 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int, owner: str) -
             lie on one polynomial of degree ``threshold - 1``.
     """
     if len({x for x, _ in points}) != len(points):
-        raise RecoveryFailed(f"{owner}: duplicate share points {[x for x, _ in points]}")
+        raise RecoveryFailed(
+            f"{owner}: duplicate share points {[x for x, _ in points]}"
+        )
     if len(points) < threshold:
         raise RecoveryFailed(
             f"{owner}: {len(points)} shares revealed, at least {threshold} needed; "

@@ -56,7 +56,9 @@ def _trains(name: str, method: str) -> bool:
     return False
 
 
-def build_baseline(cfg: FptConfig, seed: int, device: str | None = None) -> BaselineModel:
+def build_baseline(
+    cfg: FptConfig, seed: int, device: str | None = None
+) -> BaselineModel:
     """Baseline ``cfg.method`` on the frozen architecture; deterministic in ``seed``."""
     vit = create_vit(cfg, seed, num_classes=cfg.num_classes, device=device)
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):

@@ -1,4 +1,4 @@
-"""Run-config of Fine-grained Prompt Tuning (prefix ``fpt.``), with the paper's defaults.
+"""Run-config of Fine-grained Prompt Tuning (prefix ``fpt.``), paper defaults.
 
 Defaults follow FPT §3.2 and the authors' MICCAI configs: frozen ViT-B/16
 (384 family) on 512 px, side network of width 1/8 on 224 px, 16 fine-grained

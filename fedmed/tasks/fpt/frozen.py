@@ -34,13 +34,7 @@ def create_vit(
     """
     kwargs = {"img_size": cfg.high_res, "num_classes": num_classes}
     kwargs |= cfg.frozen_overrides()
-    path = Path(cfg.checkpoint) if cfg.checkpoint else None
-    if path is not None and device != "meta" and not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} not found: set fpt.checkpoint to a local timm "
-            f"weights file (.safetensors, .pth or the original .npz) of "
-            f"{cfg.frozen_model}, e.g. vit_base_patch16_384.augreg_in21k_ft_in1k"
-        )
+    path = checkpoint_path(cfg) if device != "meta" else None
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)
         if path is None or device == "meta":
@@ -55,6 +49,20 @@ def create_vit(
             )
     _check_vit(model, cfg.frozen_model)
     return model
+
+
+def checkpoint_path(cfg: FptConfig) -> Path | None:
+    """The user checkpoint of the frozen model, or ``None`` for a random init."""
+    if not cfg.checkpoint:
+        return None
+    path = Path(cfg.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found: set fpt.checkpoint to a local timm "
+            f"weights file (.safetensors, .pth or the original .npz) of "
+            f"{cfg.frozen_model}, e.g. vit_base_patch16_384.augreg_in21k_ft_in1k"
+        )
+    return path
 
 
 def _check_vit(model: nn.Module, name: str) -> None:

@@ -66,7 +66,9 @@ class FineGrainedFusion(nn.Module):
         context = F.scaled_dot_product_attention(
             queries, keys.to(queries.dtype), values.to(queries.dtype)
         )
-        fused = self.prompt_out(context.transpose(1, 2).reshape(batch, -1, heads * head_dim))
+        fused = self.prompt_out(
+            context.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+        )
         if self.residual:
             fused = fused + prompts
         return self.dropout(fused)

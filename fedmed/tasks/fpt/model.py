@@ -53,7 +53,10 @@ class FptModel(nn.Module):
     """
 
     def __init__(
-        self, side: VisionTransformer, fusion: FineGrainedFusion, frozen: FrozenKV | None
+        self,
+        side: VisionTransformer,
+        fusion: FineGrainedFusion,
+        frozen: FrozenKV | None,
     ) -> None:
         super().__init__()
         self.side = side
@@ -162,8 +165,10 @@ def build_fpt_model(cfg: FptConfig, seed: int) -> FptModel:
     vit = create_vit(cfg, seed, device=None if live else "meta")
     side = create_side_vit(cfg, vit, seed)
     if cfg.side_init == "slice":
-        log.info("side network: %d tensors sliced from the frozen model",
-                 slice_frozen_weights(side, vit))
+        log.info(
+            "side network: %d tensors sliced from the frozen model",
+            slice_frozen_weights(side, vit),
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
         fusion = FineGrainedFusion(

@@ -1,4 +1,4 @@
-"""Run-config of SAMBA (prefix ``samba.``): the paper's defaults in one frozen dataclass.
+"""Run-config of SAMBA (prefix ``samba.``): the paper's defaults, frozen.
 
 Defaults follow the SAMBA paper (Barakat et al., BraTS 2023) and the authors'
 released code where the paper is silent: decoder-only fine-tuning with Adam
@@ -113,7 +113,8 @@ class SambaConfig:
             )
         if len(self.voting_strides_tuple) != len(self.voting_channels_tuple) - 1:
             raise ConfigError(
-                "samba.voting-strides needs one stride fewer than samba.voting-channels, "
+                "samba.voting-strides needs one stride fewer than "
+                "samba.voting-channels, "
                 f"found {self.voting_strides!r} for {self.voting_channels!r}"
             )
 

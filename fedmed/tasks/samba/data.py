@@ -47,7 +47,7 @@ class CaseDataset(Dataset):
 
 
 def cases_of(dataset: Dataset | None) -> list[BratsCase]:
-    """Case references of a :class:`CaseDataset` or a ConcatDataset of them (pooling)."""
+    """Case references of a :class:`CaseDataset` or a ConcatDataset of them."""
     if dataset is None:
         return []
     return [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
@@ -85,6 +85,13 @@ def num_slices(shape: Sequence[int], view: str) -> int:
     return int(shape[VIEW_AXIS[view]])
 
 
+def put_slice(volume: np.ndarray, view: str, index: int, values: np.ndarray) -> None:
+    """Write a 2D slice (or ``(k, H, W)``) back into a ``(k, X, Y, Z)`` volume."""
+    target = [slice(None)] * volume.ndim
+    target[volume.ndim - 3 + VIEW_AXIS[view]] = index
+    volume[tuple(target)] = values
+
+
 def normalise_slice(raw: np.ndarray) -> np.ndarray:
     """Authors' per-slice intensity pipeline: 0.5/99.5 clip, 0..255, background 0."""
     low, high = np.percentile(raw, (0.5, 99.5))
@@ -97,10 +104,7 @@ def normalise_slice(raw: np.ndarray) -> np.ndarray:
 
 def prompted_indices(volume: BratsVolume, view: str, prompt: str) -> list[int]:
     """Slices that get a box: tumour present (tumour mode) or brain present (brain)."""
-    if prompt == "tumour":
-        source = volume.labels > 0
-    else:
-        source = volume.brain_mask()
+    source = volume.labels > 0 if prompt == "tumour" else volume.brain_mask()
     axes = tuple(a for a in range(3) if a != VIEW_AXIS[view])
     return [int(i) for i in np.flatnonzero(source.any(axis=axes))]
 
@@ -125,12 +129,13 @@ def embedding_requests(
     volume: BratsVolume,
     cfg: SambaConfig,
     slices: Iterable[tuple[str, int]],
+    modalities: Sequence[str] | None = None,
 ) -> list[EmbeddingRequest]:
-    """One request per (view, index) in ``slices`` and per configured modality."""
+    """One request per (view, index) in ``slices`` and per modality (default: all)."""
     root = cache_root(cfg, case)
     requests = []
     for view, index in slices:
-        for modality in cfg.modality_list:
+        for modality in modalities or cfg.modality_list:
             image = normalise_slice(take_slice(volume.images[modality], view, index))
             key = SliceKey(case.case_id, modality, view, index)
             requests.append(EmbeddingRequest(root, key, image))

@@ -5,7 +5,7 @@ encoder while training: embeddings of every prompted slice are computed once
 and the decoder trains on them. Here each embedding is one fp16 safetensors
 file under the site's cache folder::
 
-    <cache-root>/<encoder fingerprint>/<case>/<modality>/<view><index>-<slice hash>.safetensors
+    <cache-root>/<encoder hash>/<case>/<modality>/<view><index>-<slice hash>.safetensors
 
 The encoder fingerprint hashes the architecture description and every image
 encoder tensor; the slice hash covers the exact uint8 slice fed to SAM. A
@@ -68,7 +68,7 @@ def encoder_fingerprint(sam: Sam, description: str) -> str:
 
 
 def sam_input(sam: Sam, image: np.ndarray) -> Tensor:
-    """SAM's encoder input for a uint8 slice: grey to 3 channels, ResizeLongestSide, pad.
+    """SAM's encoder input for a uint8 slice: grey to RGB, ResizeLongestSide, pad.
 
     The slice keeps its aspect ratio (longest side to the encoder size, then
     zero-padded bottom/right by ``Sam.preprocess``), so a box mapped with the
@@ -103,20 +103,22 @@ class EmbeddingCache:
         content = hashlib.blake2b(pixels.tobytes(), digest_size=8)
         content.update(str(pixels.shape).encode())
         name = f"{key.view}{key.index:03d}-{content.hexdigest()}.safetensors"
-        return (
-            request.root / self.fingerprint[:16] / key.case_id / key.modality / name
-        )
+        return request.root / self.fingerprint[:16] / key.case_id / key.modality / name
 
     def ensure(self, requests: Sequence[EmbeddingRequest]) -> list[Path]:
         """Paths of all requested embeddings, computing the missing ones first."""
         paths = [self.path(r) for r in requests]
-        missing = [(r, p) for r, p in zip(requests, paths, strict=True) if not p.is_file()]
+        missing = [
+            (r, p) for r, p in zip(requests, paths, strict=True) if not p.is_file()
+        ]
         if missing:
             self._compute(missing)
         return paths
 
     def _compute(self, missing: list[tuple[EmbeddingRequest, Path]]) -> None:
-        logger.info("encoding %d slices with the frozen SAM image encoder", len(missing))
+        logger.info(
+            "encoding %d slices with the frozen SAM image encoder", len(missing)
+        )
         with Progress(transient=True, disable=len(missing) < 64) as progress:
             task = progress.add_task("SAM image embeddings", total=len(missing))
             for start in range(0, len(missing), self.batch_size):

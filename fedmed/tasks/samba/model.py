@@ -97,11 +97,13 @@ def build_tiny_sam(image_size: int, dim: int) -> Sam:
         iou_head_depth=3,
         iou_head_hidden_dim=dim,
     )
-    return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder)
+    return Sam(
+        image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder
+    )
 
 
 def build_sam(cfg: SambaConfig) -> tuple[Sam, str]:
-    """SAM of ``cfg.sam_model`` with the user's checkpoint; returns (model, description)."""
+    """SAM of ``cfg.sam_model`` with the user's checkpoint, and its description."""
     if cfg.sam_model == "tiny":
         sam = build_tiny_sam(cfg.tiny_image_size, cfg.tiny_dim)
         description = f"tiny-{cfg.tiny_image_size}-{cfg.tiny_dim}"
@@ -137,7 +139,7 @@ def _load_sam_checkpoint(sam: Sam, path: Path, arch: str) -> None:
 
 
 def freeze_encoders(sam: Sam) -> None:
-    """Freeze image and prompt encoders (SAMBA Sec. 2.3); the decoder stays trainable."""
+    """Freeze image and prompt encoders (SAMBA Sec. 2.3); the decoder trains."""
     for module in (sam.image_encoder, sam.prompt_encoder):
         module.eval()
         for param in module.parameters():
@@ -159,6 +161,15 @@ def build_samba_model(cfg: SambaConfig, seed: int) -> SambaModel:
 
             localizer = build_localizer(cfg)
     return SambaModel(sam, voting, localizer, description)
+
+
+def initial_decoder(cfg: SambaConfig, seed: int) -> nn.Module:
+    """The decoder exactly as :func:`build_samba_model` creates it (zero-shot SAM)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam, _ = build_sam(cfg)
+    sam.mask_decoder.eval()
+    return sam.mask_decoder
 
 
 def exchanged_prefixes(cfg: SambaConfig) -> tuple[str, ...]:

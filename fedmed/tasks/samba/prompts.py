@@ -53,7 +53,7 @@ def jittered_box(
 
 
 def input_size(original_size: tuple[int, int], target_length: int) -> tuple[int, int]:
-    """(H, W) of a slice after ResizeLongestSide to ``target_length`` (before padding)."""
+    """(H, W) of a slice after ResizeLongestSide to ``target_length``, unpadded."""
     return ResizeLongestSide.get_preprocess_shape(*original_size, target_length)
 
 

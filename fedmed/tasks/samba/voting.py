@@ -81,7 +81,7 @@ def _pad_to(x: Tensor, multiple: int) -> Tensor:
 
 
 def run_voting(net: nn.Module, inputs: Tensor) -> Tensor:
-    """Logits for a batch ``(B, C, X, Y, Z)`` of any size (padded, then cropped back)."""
+    """Logits for a batch ``(B, C, X, Y, Z)`` of any size (padded, cropped back)."""
     multiple = int(np.prod(net.strides)) if hasattr(net, "strides") else 1
     shape = inputs.shape[-3:]
     logits = net(_pad_to(inputs, multiple))
@@ -107,7 +107,9 @@ def _mean_loss(net, loss_fn, data, batch_size, device) -> float:
     return total / max(len(data), 1)
 
 
-def _batch(items: Sequence[tuple[np.ndarray, np.ndarray]], device) -> tuple[Tensor, Tensor]:
+def _batch(
+    items: Sequence[tuple[np.ndarray, np.ndarray]], device
+) -> tuple[Tensor, Tensor]:
     x = torch.from_numpy(np.stack([i for i, _ in items])).float().to(device)
     y = torch.from_numpy(np.stack([t for _, t in items])).float().to(device)
     return x, y
@@ -135,7 +137,7 @@ def train_voting(
     rng: np.random.Generator,
     device: torch.device,
 ) -> VotingReport:
-    """Dice-loss training with early stopping on the validation loss (best weights kept).
+    """Dice-loss training, early stopping on the validation loss (best weights kept).
 
     ``train`` / ``val`` hold ``(voting_input, voting_target)`` per case. Without
     validation cases the net trains for ``voting-epochs`` and keeps the last weights.
@@ -163,8 +165,10 @@ def train_voting(
     return VotingReport(train_loss, best_val if val else None, epochs_run)
 
 
-def predict_labels(net: nn.Module, inputs: np.ndarray, device: torch.device) -> np.ndarray:
-    """Canonical label volume: sigmoid > 0.5 per channel, painted oedema, ET, then NETC."""
+def predict_labels(
+    net: nn.Module, inputs: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """Canonical labels: sigmoid > 0.5 per channel, painted oedema, ET, then NETC."""
     net.eval()
     with torch.no_grad():
         x = torch.from_numpy(inputs[None]).float().to(device)

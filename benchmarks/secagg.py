@@ -1,0 +1,238 @@
+"""Secure vs plain aggregation: per-round time and bytes (fedmed.privacy).
+
+What is measured, per configuration (providers n, vector size d, dropouts):
+
+* ``secure_wall_s``: critical path of one round when every party runs on its
+  own machine, i.e. ``max_i mask_i + server routing + max_i unmask_i +
+  server unmasking`` (fixed-point encoding, AES-CTR mask expansion, share
+  encryption/decryption, Shamir reconstruction, ring sum, decoding);
+  ``secure_cpu_s`` sums the parties' times instead of taking the maximum.
+* ``plain_wall_s``: the same critical path for plain aggregation: the
+  slowest party preparing its fp32 vector + the server summing the n fp32
+  vectors (float64 accumulator, as ``fedmed.comm.aggregation``).
+* ``secure_bytes``: payload bytes of every message of one round in both
+  directions (MaskRequest, MaskedInput, UnmaskRequest, UnmaskResponse);
+  ``plain_bytes``: the n fp32 vectors sent up. Transport framing is excluded
+  for both. The delivery of the sum to its consumer is the same for both and
+  excluded.
+* ``key_setup_s`` / ``setup_bytes``: the once-per-run key agreement and
+  mask-key share distribution (wall = slowest party + server), amortised over
+  the run's rounds, reported separately.
+
+Masked vectors use a 32-bit ring (uint32, same size as fp32) with inputs in
+[-1, 1]; dropouts are ``floor(0.3 n)`` parties that vanish after the key setup
+and before sending their masked input, so the server must rebuild their mask
+keys and strip their pairwise masks. Times are medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fedmed.bench.results import update_benchmarks_md, write_result  # noqa: E402
+from fedmed.privacy import FixedPointCodec, SecAggParty, SecAggServer  # noqa: E402
+from fedmed.privacy.protocol import Traffic  # noqa: E402
+
+BENCH = "secagg"
+PROVIDERS = (2, 5, 10, 20)
+DIMS = (7 * 512, 7 * 768, 1_000_000)
+DROPOUT_FRACTIONS = (0.0, 0.3)
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def run_setup(n: int, traffic: Traffic) -> tuple[SecAggServer, dict, float]:
+    """Key setup; returns server, parties and the wall time (slowest party)."""
+    parties, party_s = {}, {}
+    for pid in range(n):
+        parties[pid], party_s[pid] = _timed(SecAggParty, pid)
+    ads = []
+    for pid, party in parties.items():
+        ad, t = _timed(party.advertise)
+        party_s[pid] += t
+        ads.append(ad)
+        traffic.record(ad)
+    server = SecAggServer()
+    directory, server_s = _timed(server.receive_advertisements, ads)
+    bundles = []
+    for pid, party in parties.items():
+        traffic.record(directory)
+        bundle, t = _timed(party.receive_directory, directory)
+        party_s[pid] += t
+        bundles.append(bundle)
+        traffic.record(bundle)
+    deliveries, t = _timed(server.route_setup_shares, bundles)
+    server_s += t
+    last = 0.0
+    for pid, delivery in deliveries.items():
+        traffic.record(delivery)
+        _, t = _timed(parties[pid].receive_setup_shares, delivery)
+        last = max(last, t)
+    return server, parties, max(party_s.values()) + server_s + last
+
+
+def secure_round(server, parties, round_id, vectors, codec, dropped, traffic):
+    """One secure round; returns (wall critical path, cpu total, decoded sum)."""
+    request, server_s = _timed(server.mask_request, round_id)
+    mask_s, inputs = [], []
+    for pid in request.active:
+        traffic.record(request)
+        masked, t = _timed(parties[pid].mask, request, vectors[pid], codec)
+        if pid not in dropped:
+            mask_s.append(t)
+            inputs.append(masked)
+            traffic.record(masked)
+    requests, t_route = _timed(server.route_masked_inputs, inputs)
+    unmask_s, responses = [], []
+    for pid, unmask_request in requests.items():
+        traffic.record(unmask_request)
+        response, t = _timed(parties[pid].unmask, unmask_request)
+        unmask_s.append(t)
+        responses.append(response)
+        traffic.record(response)
+    result, t_unmask = _timed(server.unmask, responses)
+    server_s += t_route + t_unmask
+    wall = max(mask_s) + max(unmask_s) + server_s
+    cpu = sum(mask_s) + sum(unmask_s) + server_s
+    return wall, cpu, result
+
+
+def plain_round(vectors, contributors):
+    """Plain aggregation: parties send fp32, the server sums them."""
+    party_s = []
+    sent = []
+    for pid in contributors:
+        payload, t = _timed(np.ascontiguousarray, vectors[pid], np.float32)
+        party_s.append(t)
+        sent.append(payload)
+    start = time.perf_counter()
+    total = np.zeros(sent[0].size, dtype=np.float64)
+    for payload in sent:
+        total += payload
+    server_s = time.perf_counter() - start
+    plain_bytes = sum(p.nbytes for p in sent)
+    return max(party_s) + server_s, sum(party_s) + server_s, total, plain_bytes
+
+
+def measure(n: int, dim: int, fraction: float, repeats: int) -> dict:
+    """Median secure and plain round figures for one configuration."""
+    rng = np.random.default_rng(n * 7919 + dim)
+    vectors = {p: rng.uniform(-1, 1, dim).astype(np.float32) for p in range(n)}
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=n)
+    num_dropped = int(np.floor(fraction * n))
+    dropped = set(range(1, 1 + num_dropped))  # never all, never the whole threshold
+    walls, cpus, plains, plain_cpus, setups = [], [], [], [], []
+    for repeat in range(repeats):
+        setup_traffic, round_traffic = Traffic(), Traffic()
+        server, parties, setup_s = run_setup(n, setup_traffic)
+        wall, cpu, result = secure_round(
+            server, parties, repeat + 1, vectors, codec, dropped, round_traffic
+        )
+        contributors = [p for p in range(n) if p not in dropped]
+        plain_wall, plain_cpu, plain_sum, plain_bytes = plain_round(
+            vectors, contributors
+        )
+        error = float(np.abs(result.values - plain_sum).max())
+        if error > n / codec.scale:
+            raise RuntimeError(f"secure sum is off by {error} for n={n}, d={dim}")
+        walls.append(wall)
+        cpus.append(cpu)
+        plains.append(plain_wall)
+        plain_cpus.append(plain_cpu)
+        setups.append(setup_s)
+    secure_wall, plain_wall = statistics.median(walls), statistics.median(plains)
+    secure_bytes = round_traffic.total
+    return {
+        "providers": n,
+        "dim": dim,
+        "dropout_fraction": fraction,
+        "dropouts": num_dropped,
+        "threshold": server.directory.threshold,
+        "secure_wall_s": secure_wall,
+        "plain_wall_s": plain_wall,
+        "time_ratio": secure_wall / plain_wall,
+        "secure_cpu_s": statistics.median(cpus),
+        "plain_cpu_s": statistics.median(plain_cpus),
+        "secure_bytes": secure_bytes,
+        "plain_bytes": plain_bytes,
+        "bytes_ratio": secure_bytes / plain_bytes,
+        "key_setup_s": statistics.median(setups),
+        "setup_bytes": setup_traffic.total,
+        "max_abs_error": error,
+    }
+
+
+def summary_notes(rows: list[dict]) -> str:
+    """Prose under the table, computed from the measured rows (nothing hard-coded)."""
+    target = [r for r in rows if r["providers"] == 10 and r["dropouts"] == 0]
+    lines = [
+        "secure_wall_s: critical path of one round with parties in parallel (slowest "
+        "party's masking + server routing + slowest unmask reply + server "
+        "unmasking); plain_wall_s: slowest party's fp32 preparation + server sum. "
+        "Bytes: payload of all round messages both ways vs n fp32 vectors. "
+        "32-bit ring, inputs in [-1, 1]; dropouts drop after the key setup, before "
+        "sending their masked input. Key setup (key_setup_s, setup_bytes) is once "
+        "per run.",
+    ]
+    for row in target:
+        time_ok = "met" if row["time_ratio"] <= 1.2 else "missed"
+        bytes_ok = "met" if row["bytes_ratio"] <= 1.1 else "missed"
+        lines.append(
+            f"Target at 10 providers, d={row['dim']:,}: time {row['time_ratio']:.1f}x "
+            f"(<= 1.2x {time_ok}), bytes {row['bytes_ratio']:.3f}x "
+            f"(<= 1.1x {bytes_ok}); secure round adds "
+            f"{1e3 * (row['secure_wall_s'] - row['plain_wall_s']):.1f} ms."
+        )
+    if any(r["time_ratio"] > 1.2 for r in target):
+        lines.append(
+            "Why the time target is missed: plain aggregation is one memory-bound "
+            "vector add per party, while each party must expand n-1 pairwise masks "
+            "and one self mask (AES-256-CTR keystreams, n x d ring elements) and the "
+            "server expands n self masks (plus one per dropped-survivor pair); the "
+            "cost is O(n d) per party against O(d). In a deployment the secure round "
+            "also needs one extra round trip (unmasking), and both are usually "
+            "dominated by the network and the local training of a round; sparse "
+            "masking graphs (SecAgg+, Bell et al. 2020) would cut n-1 to O(log n)."
+        )
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small subset (~10 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    providers = (2, 10) if args.quick else PROVIDERS
+    dims = DIMS[:1] if args.quick else DIMS
+    rows = []
+    for n in providers:
+        for dim in dims:
+            for fraction in DROPOUT_FRACTIONS:
+                repeats = 5 if dim >= 100_000 else 9
+                row = measure(n, dim, fraction, 2 if args.quick else repeats)
+                rows.append(row)
+                print(
+                    f"n={n:>2} d={dim:>9,} drop={row['dropouts']}: "
+                    f"time x{row['time_ratio']:.1f} bytes x{row['bytes_ratio']:.3f}",
+                    flush=True,
+                )
+    command = "python benchmarks/secagg.py" + (" --quick" if args.quick else "")
+    write_result(BENCH, rows, command, notes=summary_notes(rows))
+    update_benchmarks_md()
+
+
+if __name__ == "__main__":
+    main()

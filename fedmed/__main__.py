@@ -1,0 +1,5 @@
+"""``python -m fedmed`` = the ``fedmed`` command."""
+
+from fedmed.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""Run-config of VFL-CLIP (prefix ``vfl-clip.``) with the paper's defaults.
+
+Paper (Yang, Subbotin, Zhukova; Sec. III-B, IV-B): CLIP split vertically,
+CoOp prompt "dermatology image [CTX] [CLASS]" with 16 randomly initialised
+context vectors, Adam with lr 0.001, backbones RN50x4/x16/x64, ViT-B/16,
+ViT-B/32, ViT-L/14, ViT-L/14@336, DermaMNIST (7 classes) at 224+ px. CoOp
+(Zhou et al. 2022) fixes the rest: context std 0.02, class token at the end,
+text feature at the end-of-text token, CLIP's logit scale frozen.
+
+Choices the paper leaves open, made here:
+
+* ``batch-size = 0`` means full batch: each round is one Adam step on the
+  exact gradient of the mean loss over all image providers' data, which is
+  what secure aggregation of per-provider gradient sums gives.
+* ``secagg-bits = 64`` with ``secagg-range = 1e6``: gradient sums, loss sums
+  and counts are aggregated exactly to ~1e-11 (the vector is only C x d, so
+  the 8 bytes per entry cost nothing that matters).
+* ``quick-gelu = true``: OpenAI CLIP checkpoints use QuickGELU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedmed.config import ConfigError, csv_list
+
+PAPER_MODELS = (
+    "RN50x4",
+    "RN50x16",
+    "RN50x64",
+    "ViT-B-16",
+    "ViT-B-32",
+    "ViT-L-14",
+    "ViT-L-14-336",
+)
+TINY_MODEL = "fedmed-tiny-clip"
+DERMAMNIST_CLASSES = (
+    "actinic keratoses and intraepithelial carcinoma",
+    "basal cell carcinoma",
+    "benign keratosis-like lesions",
+    "dermatofibroma",
+    "melanoma",
+    "melanocytic nevi",
+    "vascular lesions",
+)
+
+
+@dataclass(frozen=True)
+class VflClipConfig:
+    """VFL-CLIP: frozen CLIP towers, CoOp context, secure aggregation.
+
+    ``class-names`` (comma list) overrides the DermaMNIST label names;
+    ``zero-shot-templates`` (``|``-separated, ``{}`` = class name) are the
+    hand-written prompts of the zero-shot baseline.
+    """
+
+    model: str = "ViT-B-16"
+    checkpoint: str = ""
+    quick_gelu: bool = True
+    image_size: int = 0
+    n_ctx: int = 16
+    ctx_init_std: float = 0.02
+    template: str = "dermatology image"
+    class_names: str = ""
+    zero_shot_templates: str = (
+        "a dermatoscopic image of {}.|a photo of {}, a type of skin lesion."
+    )
+    lr: float = 1e-3
+    dataset: str = "dermamnist"
+    data_size: int = 28
+    embed_batch_size: int = 64
+    cache_dir: str = ""
+    batch_size: int = 0
+    local_steps: int = 1
+    knowledge_provider_partition: int = -1
+    secagg_bits: int = 64
+    secagg_range: float = 1e6
+    secagg_threshold: int = 0
+    auc_bins: int = 2000
+    auc_logit_range: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.model not in (*PAPER_MODELS, TINY_MODEL):
+            raise ConfigError(
+                f"vfl-clip.model must be one of {', '.join(PAPER_MODELS)} or "
+                f"{TINY_MODEL} (tests), found {self.model!r}"
+            )
+        if self.n_ctx < 1 or self.ctx_init_std <= 0 or self.lr <= 0:
+            raise ConfigError(
+                "vfl-clip.n-ctx must be >= 1 and vfl-clip.ctx-init-std, vfl-clip.lr > 0"
+            )
+        if self.secagg_bits not in (32, 64):
+            raise ConfigError(
+                f"vfl-clip.secagg-bits must be 32 or 64, found {self.secagg_bits}"
+            )
+        if self.batch_size < 0 or self.local_steps < 1 or self.embed_batch_size < 1:
+            raise ConfigError(
+                "vfl-clip.batch-size must be >= 0 (0 = full batch), "
+                "vfl-clip.local-steps and vfl-clip.embed-batch-size >= 1"
+            )
+        if self.auc_bins < 2 or self.auc_logit_range <= 0 or self.secagg_range <= 0:
+            raise ConfigError(
+                "vfl-clip.auc-bins must be >= 2; vfl-clip.auc-logit-range and "
+                "vfl-clip.secagg-range > 0"
+            )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in label order."""
+        return csv_list(self.class_names) if self.class_names else DERMAMNIST_CLASSES
+
+    @property
+    def zero_shot_prompts(self) -> tuple[str, ...]:
+        """The zero-shot baseline's templates."""
+        return tuple(t.strip() for t in self.zero_shot_templates.split("|") if t.strip())
