@@ -54,21 +54,38 @@ class Scene:
 
 
 def draw_scene(rng: np.random.Generator, size: int, shift: SiteShift) -> Scene:
-    """Field of view, illumination, clutter blots, noise and lesion masks."""
+    """Field of view, illumination, clutter blots, noise and lesion masks.
+
+    Position, illumination, clutter, gain and tint vary from image to image
+    (as in real fundus photographs), so that the classes differ only in the
+    lesion texture while the images themselves differ in much else.
+    """
     yy, xx = np.mgrid[0:size, 0:size] / size
-    fov = (yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.46**2
-    cy, cx = rng.uniform(0.3, 0.7, 2)
-    light = 0.75 + 0.25 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.08)
-    for _ in range(rng.integers(2, 5)):
+    cy, cx = 0.5 + rng.uniform(-0.04, 0.04, 2)
+    fov = (yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(0.42, 0.48) ** 2
+    light = _smooth_field(rng, size, cells=4, low=0.45, high=1.0)
+    for _ in range(rng.integers(2, 7)):
         by, bx = rng.uniform(0.2, 0.8, 2)
-        light -= 0.12 * np.exp(
-            -((yy - by) ** 2 + (xx - bx) ** 2) / rng.uniform(0.002, 0.01)
+        width = rng.uniform(0.002, 0.02)
+        light += rng.uniform(-0.25, 0.15) * np.exp(
+            -((yy - by) ** 2 + (xx - bx) ** 2) / width
         )
-    level = 0.5 + shift.contrast * (light - 0.5)
-    background = shift.brightness * level[..., None] * np.asarray(shift.tint)
+    level = 0.5 + shift.contrast * rng.uniform(0.8, 1.2) * (light - 0.5)
+    tint = np.asarray(shift.tint) * rng.uniform(0.85, 1.15, 3)
+    gain = shift.brightness * rng.uniform(0.8, 1.2)
+    background = gain * level[..., None] * tint
     background += rng.normal(0.0, shift.noise, background.shape)
     background *= fov[..., None]
     return Scene(background, _lesion_masks(rng, size, fov))
+
+
+def _smooth_field(
+    rng: np.random.Generator, size: int, cells: int, low: float, high: float
+) -> np.ndarray:
+    """A smooth random field: a ``cells``² random grid resized bicubically."""
+    grid = rng.uniform(low, high, (cells, cells)).astype(np.float32)
+    field = Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC)
+    return np.asarray(field, dtype=np.float64)
 
 
 def _lesion_masks(rng: np.random.Generator, size: int, fov: np.ndarray) -> np.ndarray:

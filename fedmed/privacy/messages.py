@@ -37,6 +37,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], int, int | None]] = {
     "ciphertexts": ((np.uint8,), 2, CIPHERTEXT_BYTES),
     "shares": ((np.uint8,), 2, shamir.SHARE_BYTES),
     "ring": ((np.uint32, np.uint64), 1, None),
+    "matrix": ((np.float32, np.float64), 2, None),
 }
 
 
@@ -49,7 +50,7 @@ def _to_array(kind: str, value: Any) -> np.ndarray:
         return np.asarray(value, dtype=np.int64).reshape(-1)
     if kind == "bytes":
         return np.frombuffer(value, dtype=np.uint8).copy()
-    if kind == "ring":
+    if kind in ("ring", "matrix"):
         return value
     width = _KINDS[kind][2]
     rows = [shamir.to_bytes(v) for v in value] if kind == "shares" else list(value)
@@ -65,7 +66,7 @@ def _from_array(kind: str, array: np.ndarray) -> Any:
         return tuple(int(v) for v in array)
     if kind == "bytes":
         return array.tobytes()
-    if kind == "ring":
+    if kind in ("ring", "matrix"):
         return array
     rows = [row.tobytes() for row in array]
     return (

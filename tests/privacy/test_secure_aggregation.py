@@ -147,6 +147,23 @@ def test_misrouted_round_share_is_rejected():
         parties[2].unmask(swapped)
 
 
+def test_share_replayed_from_an_earlier_round_is_rejected():
+    # Prepare: the same pair key encrypts every round's shares; the AEAD binds the round
+    ids = [0, 1, 2]
+    server, parties = setup_inprocess(ids)
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=3)
+    vectors = _vectors(ids)
+    rounds = {}
+    for round_id in (1, 2):
+        request = server.mask_request(round_id)
+        inputs = [parties[p].mask(request, vectors[p], codec) for p in ids]
+        rounds[round_id] = server.route_masked_inputs(inputs)[2]
+    replayed = dataclasses.replace(rounds[2], ciphertexts=rounds[1].ciphertexts)
+    # Execute / Assert
+    with pytest.raises(ShareTampered, match="for round 2"):
+        parties[2].unmask(replayed)
+
+
 def test_out_of_range_input_names_party_index_and_value():
     # Prepare
     ids = [0, 1, 2]

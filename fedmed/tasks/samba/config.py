@@ -95,7 +95,7 @@ class SambaConfig:
             ("voting-modalities", self.voting_modality_list, self.modality_list),
             ("voting-views", self.voting_view_list, self.view_list),
         ):
-            if not set(subset) <= set(superset):
+            if self.voting and not set(subset) <= set(superset):
                 raise ConfigError(
                     f"samba.{key}: {', '.join(subset)} must be among the SAM inputs "
                     f"({', '.join(superset)}); add them to samba.modalities/samba.views"

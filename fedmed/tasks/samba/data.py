@@ -154,13 +154,17 @@ def case_samples(
     requests = embedding_requests(case, volume, cfg, slices)
     paths = cache.ensure(requests)
     brain = volume.brain_mask()
-    samples = []
-    for request, path in zip(requests, paths, strict=True):
-        key = request.key
-        labels = take_slice(volume.labels, key.view, key.index).astype(np.uint8)
-        brain_box = mask_extent(take_slice(brain, key.view, key.index))
-        samples.append(SliceSample(key, path, labels, brain_box))
-    return samples
+    per_slice = {  # shared by the modalities of one slice
+        (view, index): (
+            take_slice(volume.labels, view, index).astype(np.uint8),
+            mask_extent(take_slice(brain, view, index)),
+        )
+        for view, index in slices
+    }
+    return [
+        SliceSample(r.key, path, *per_slice[(r.key.view, r.key.index)])
+        for r, path in zip(requests, paths, strict=True)
+    ]
 
 
 def training_samples(

@@ -124,12 +124,18 @@ class EmbeddingCache:
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start : start + self.batch_size]
                 embeddings = encode_live(self.sam, [r.image for r, _ in chunk])
-                for (_, path), embedding in zip(chunk, embeddings, strict=True):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    save_file({_TENSOR: embedding.half().cpu().contiguous()}, str(tmp))
-                    tmp.replace(path)
+                for (request, _), embedding in zip(chunk, embeddings, strict=True):
+                    self.store(request, embedding)
                 progress.advance(task, len(chunk))
+
+    def store(self, request: EmbeddingRequest, embedding: Tensor) -> Path:
+        """Write one embedding (fp16) atomically; returns its path."""
+        path = self.path(request)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({_TENSOR: embedding.detach().half().cpu().contiguous()}, str(tmp))
+        tmp.replace(path)
+        return path
 
     @staticmethod
     def load(paths: Sequence[Path], device: torch.device | str = "cpu") -> Tensor:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from monai.losses import DiceLoss
-from segment_anything.modeling import Sam
+from segment_anything.modeling import MaskDecoder, Sam
 from torch import Tensor
 
 from fedmed.tasks.samba.config import SambaConfig
@@ -29,35 +29,61 @@ from fedmed.tasks.samba.prompts import decoder_target, jittered_box, to_input_fr
 logger = logging.getLogger(__name__)
 
 
+def batched_mask_logits(
+    decoder: MaskDecoder,
+    embeddings: Tensor,
+    image_pe: Tensor,
+    sparse: Tensor,
+    dense: Tensor,
+    multimask: bool,
+) -> Tensor:
+    """``MaskDecoder.predict_masks`` for B images with one prompt each, in one call.
+
+    The stock method repeats a single image's embedding over that image's
+    prompts (``repeat_interleave``), so a batch of images needs one call per
+    image. Here prompt i is paired with image i and the rest is the stock
+    computation of segment-anything 1.0 with the decoder's own modules (a test
+    checks equality with the per-image call). The IoU head is skipped: SAMBA's
+    loss does not use it. Output selection as in ``MaskDecoder.forward``.
+    """
+    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), 1)
+    src = embeddings + dense
+    pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = torch.stack(
+        [
+            mlp(mask_tokens_out[:, i, :])
+            for i, mlp in enumerate(decoder.output_hypernetworks_mlps)
+        ],
+        dim=1,
+    )
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks[:, 1:] if multimask else masks[:, :1]
+
+
 def decode(
     sam: Sam,
     embeddings: Tensor,
     boxes: Tensor,
     multimask: bool,
-    decoder: torch.nn.Module | None = None,
+    decoder: MaskDecoder | None = None,
 ) -> Tensor:
     """Low-res mask logits ``(B, k, L, L)`` for image embeddings and input-frame boxes.
 
-    ``Sam.forward`` runs under ``no_grad``, so the parts are called directly.
-    The frozen prompt encoder runs without gradients; the stock decoder takes
-    one image per call (it repeats the image over the prompts of that image).
-    ``decoder`` overrides ``sam.mask_decoder`` (e.g. the zero-shot decoder).
+    ``Sam.forward`` runs under ``no_grad``, so the parts are called directly:
+    the frozen prompt encoder without gradients, then the mask decoder
+    (``decoder`` overrides ``sam.mask_decoder``, e.g. the zero-shot one).
     """
     decoder = sam.mask_decoder if decoder is None else decoder
     with torch.no_grad():
         sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
         image_pe = sam.prompt_encoder.get_dense_pe()
-    logits = [
-        decoder(
-            image_embeddings=embeddings[i : i + 1],
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse[i : i + 1],
-            dense_prompt_embeddings=dense[i : i + 1],
-            multimask_output=multimask,
-        )[0]
-        for i in range(embeddings.shape[0])
-    ]
-    return torch.cat(logits)
+    return batched_mask_logits(decoder, embeddings, image_pe, sparse, dense, multimask)
 
 
 def sample_box(
@@ -109,6 +135,23 @@ class DecoderReport:
     loss: float
     num_samples: int
     epochs: int
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def _decoder_epoch(sam, samples, cfg, optimiser, loss_fn, rng) -> float:
+    """One pass over ``samples`` in random order; returns the mean Dice loss."""
+    order = rng.permutation(len(samples))
+    total = 0.0
+    for start in range(0, len(samples), cfg.batch_size):
+        batch = [samples[i] for i in order[start : start + cfg.batch_size]]
+        embeddings, boxes, targets = batch_tensors(batch, sam, cfg, rng, cfg.box_jitter)
+        optimiser.zero_grad()
+        logits = decode(sam, embeddings, boxes, cfg.variant == "mc")
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        optimiser.step()
+        total += loss.item() * len(batch)
+    return total / len(samples)
 
 
 def train_decoder(
@@ -131,25 +174,12 @@ def train_decoder(
         optimiser, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
     loss_fn = DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")
-    multimask = cfg.variant == "mc"
-    epoch_loss = float("nan")
+    epoch_losses: list[float] = []
     for epoch in range(epochs):
-        order = rng.permutation(len(samples))
-        losses = []
-        for start in range(0, len(samples), cfg.batch_size):
-            batch = [samples[i] for i in order[start : start + cfg.batch_size]]
-            embeddings, boxes, targets = batch_tensors(
-                batch, sam, cfg, rng, cfg.box_jitter
-            )
-            optimiser.zero_grad()
-            loss = loss_fn(decode(sam, embeddings, boxes, multimask), targets)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item() * len(batch))
-        epoch_loss = sum(losses) / len(samples)
-        plateau.step(epoch_loss)
+        epoch_losses.append(_decoder_epoch(sam, samples, cfg, optimiser, loss_fn, rng))
+        plateau.step(epoch_losses[-1])
         logger.info(
-            "decoder epoch %d/%d: dice loss %.4f", epoch + 1, epochs, epoch_loss
+            "decoder epoch %d/%d: dice loss %.4f", epoch + 1, epochs, epoch_losses[-1]
         )
     decoder.eval()
-    return DecoderReport(epoch_loss, len(samples), epochs)
+    return DecoderReport(epoch_losses[-1], len(samples), epochs, epoch_losses)

@@ -125,7 +125,7 @@ def _train_epoch(net, loss_fn, optimiser, train, batch_size, rng, device) -> flo
         loss = loss_fn(run_voting(net, x), y)
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return float(np.mean(losses))
 
 

@@ -56,6 +56,7 @@ SD_SCHEDULER = dict(
     beta_end=0.012,
     beta_schedule="scaled_linear",
     clip_sample=False,
+    steps_offset=1,
 )
 PIPELINE_FOLDERS = ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -92,26 +93,36 @@ def load_pretrained(folder: str | Path) -> Backbone:
     )
 
 
+def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(p, len(ranks)), i) for i, p in enumerate(zip(symbols, symbols[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return symbols
+
+
 def tiny_tokenizer(words: Iterable[str], max_length: int) -> CLIPTokenizer:
     """A CLIP BPE tokenizer over printable ASCII plus whole-word merges for ``words``.
 
-    Every character is in the vocabulary, so any text tokenizes; the listed
-    words become single tokens, so short reports fit in few positions.
+    Every character is in the vocabulary, so any text tokenizes; each listed
+    word becomes one token. Merges are appended word by word after encoding
+    the word with the merges so far, so a later word never splits an earlier one.
     """
     chars = [chr(i) for i in range(33, 127)]
     vocab = {BOS: 0, EOS: 1}
     for token in chars + [c + "</w>" for c in chars]:
         vocab[token] = len(vocab)
-    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted({w.lower() for w in words if w.isascii() and len(w) > 1}):
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        left = symbols[0]
-        for right in symbols[1:]:
-            if (left, right) not in merges:
-                merges.append((left, right))
-                vocab.setdefault(left + right, len(vocab))
-            left = left + right
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+        symbols = _apply_merges(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(symbols) > 1:
+            ranks[(symbols[0], symbols[1])] = len(ranks)
+            vocab.setdefault(symbols[0] + symbols[1], len(vocab))
+            symbols = [symbols[0] + symbols[1]] + symbols[2:]
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), model_max_length=max_length)
 
 
 def tiny_backbone(

@@ -68,7 +68,8 @@ def generate_images(
         return sample_pixel_space(model, prompts, seed, steps, guidance, resolution)
     pipe = StableDiffusionPipeline(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-        unet=model.unet, scheduler=PNDMScheduler.from_config(model.noise_scheduler.config),
+        unet=model.unet,
+        scheduler=PNDMScheduler.from_config(model.noise_scheduler.config, skip_prk_steps=True),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)

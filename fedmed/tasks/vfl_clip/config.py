@@ -77,7 +77,6 @@ class VflClipConfig:
     secagg_range: float = 1e6
     secagg_threshold: int = 0
     auc_bins: int = 2000
-    auc_logit_range: float = 100.0
 
     def __post_init__(self) -> None:
         if self.model not in (*PAPER_MODELS, TINY_MODEL):
@@ -98,10 +97,9 @@ class VflClipConfig:
                 "vfl-clip.batch-size must be >= 0 (0 = full batch), "
                 "vfl-clip.local-steps and vfl-clip.embed-batch-size >= 1"
             )
-        if self.auc_bins < 2 or self.auc_logit_range <= 0 or self.secagg_range <= 0:
+        if self.auc_bins < 2 or self.secagg_range <= 0:
             raise ConfigError(
-                "vfl-clip.auc-bins must be >= 2; vfl-clip.auc-logit-range and "
-                "vfl-clip.secagg-range > 0"
+                "vfl-clip.auc-bins must be >= 2 and vfl-clip.secagg-range > 0"
             )
 
     @property
@@ -112,4 +110,6 @@ class VflClipConfig:
     @property
     def zero_shot_prompts(self) -> tuple[str, ...]:
         """The zero-shot baseline's templates."""
-        return tuple(t.strip() for t in self.zero_shot_templates.split("|") if t.strip())
+        return tuple(
+            t.strip() for t in self.zero_shot_templates.split("|") if t.strip()
+        )

@@ -89,7 +89,9 @@ class PromptLearner(nn.Module):
         with torch.no_grad():
             embedded = token_embedding(tokenized)
         self.register_buffer("tokenized", tokenized, persistent=False)
-        self.register_buffer("token_prefix", embedded[:, :prefix_length], persistent=False)
+        self.register_buffer(
+            "token_prefix", embedded[:, :prefix_length], persistent=False
+        )
         self.register_buffer(
             "token_suffix", embedded[:, prefix_length + n_ctx :], persistent=False
         )
@@ -139,10 +141,24 @@ class CoopTextModel(nn.Module):
             "logit_scale", clip.logit_scale.detach().exp().clone(), persistent=False
         )
         self.tokenizer = tokenizer
-        tokenized, start = tokenize_prompts(tokenizer, cfg.template, cfg.classes, cfg.n_ctx)
+        tokenized, start = tokenize_prompts(
+            tokenizer, cfg.template, cfg.classes, cfg.n_ctx
+        )
         self.prompt_learner = PromptLearner(
             clip.token_embedding, tokenized, start, cfg.n_ctx, cfg.ctx_init_std, seed
         )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.prompt_learner.tokenized.shape[0])
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint image-text space (columns of ``T``)."""
+        projection = self.text_projection
+        if isinstance(projection, nn.Linear):
+            return int(projection.out_features)
+        return int(projection.shape[1])
 
     def encode(self, embeddings: Tensor, tokenized: Tensor) -> Tensor:
         """CLIP text features from token embeddings, pooled at end-of-text."""
@@ -182,8 +198,12 @@ class ImageEncoder(nn.Module):
         mean = preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)
         std = preprocess.get("std", open_clip.OPENAI_DATASET_STD)
         self.image_size = int(np.atleast_1d(clip.visual.image_size)[0])
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std).view(1, 3, 1, 1), persistent=False
+        )
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:

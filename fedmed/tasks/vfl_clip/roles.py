@@ -1,0 +1,178 @@
+"""The two VFL-CLIP roles and how a node finds its role.
+
+*Image providers* (hospitals) hold frozen image embeddings and labels; per
+round they turn the class text features ``T`` into the gradient of their
+summed CoOp loss (paper Eq. 1) and, for evaluation, into sufficient
+statistics. *The knowledge provider* (a specialist centre) holds the text
+tower and the CoOp context, publishes ``T`` and applies the aggregated
+gradient with Adam. Neither sees the other's data; the server in between
+sees masked vectors and sums only.
+
+Role resolution: a deployment node says ``role = "image-provider"`` or
+``"knowledge-provider"`` in its node config. In simulation the partition
+``vfl-clip.knowledge-provider-partition`` (default -1: the last one) is the
+knowledge provider and partitions ``0 .. n-2`` are image providers reading
+site folders ``site_0 .. site_<n-2>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fedmed.config import FlatConfig
+from fedmed.tasks.vfl_clip.config import VflClipConfig
+from fedmed.tasks.vfl_clip.data import EmbeddedSplit
+from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
+from fedmed.tasks.vfl_clip.metrics import evaluation_statistics
+from fedmed.tasks.vfl_clip.model import CoopTextModel
+from fedmed.tasks.vfl_clip.train import (
+    ProviderGradient,
+    batch_indices,
+    knowledge_step,
+    make_optimizer,
+    predict_logits,
+    provider_gradient,
+)
+
+Role = Literal["image-provider", "knowledge-provider"]
+ROLES = ("image-provider", "knowledge-provider")
+MIN_IMAGE_PROVIDERS = 2
+
+
+class VflSetupError(ValueError):
+    """The federation cannot run VFL-CLIP as configured."""
+
+
+def check_image_providers(count: int) -> None:
+    """Refuse fewer than two image providers: a sum over one reveals it."""
+    if count < MIN_IMAGE_PROVIDERS:
+        raise VflSetupError(
+            f"VFL-CLIP needs at least {MIN_IMAGE_PROVIDERS} image providers, found "
+            f"{count}: secure aggregation over a single provider would reveal its "
+            "gradients to the server and the knowledge provider. Add image providers "
+            "(simulation: raise num-supernodes; deployment: more nodes with "
+            "role=image-provider)."
+        )
+
+
+@dataclass(frozen=True)
+class NodeRole:
+    """A node's role and, for image providers, its site index."""
+
+    role: Role
+    site: int | None = None
+
+
+def resolve_role(node_config: FlatConfig, cfg: VflClipConfig) -> NodeRole:
+    """Role from ``role`` (deployment) or from the partition id (simulation)."""
+    if "role" in node_config:
+        role = str(node_config["role"])
+        if role not in ROLES:
+            raise VflSetupError(
+                f"node config role must be one of {ROLES}, found {role!r}"
+            )
+        site = int(node_config.get("site-id", 0)) if role == "image-provider" else None
+        return NodeRole(role, site)  # type: ignore[arg-type]
+    if "partition-id" not in node_config:
+        raise VflSetupError("node config has neither 'role' nor 'partition-id'")
+    partition = int(node_config["partition-id"])
+    total = int(node_config.get("num-partitions", 1))
+    knowledge = cfg.knowledge_provider_partition % max(total, 1)
+    if partition == knowledge:
+        return NodeRole("knowledge-provider")
+    check_image_providers(total - 1)
+    return NodeRole(
+        "image-provider", partition if partition < knowledge else partition - 1
+    )
+
+
+class ImageProvider:
+    """A hospital's side: local embeddings in, gradient sums and statistics out."""
+
+    def __init__(self, site_id: int, train: EmbeddedSplit, test: EmbeddedSplit):
+        self.site_id = site_id
+        self.train = train
+        self.test = test
+
+    def gradient_vector(
+        self, text: TextFeatures, batch_size: int = 0, seed: int = 0
+    ) -> np.ndarray:
+        """``[G_i, loss_i, N_i]`` of the (batch) summed loss, for secure aggregation."""
+        keep = batch_indices(len(self.train), batch_size, seed)
+        embeddings, labels = self.train.tensors()
+        update = provider_gradient(
+            embeddings[keep],
+            labels[keep],
+            torch.from_numpy(np.asarray(text.features, dtype=np.float32)),
+            text.logit_scale,
+        )
+        return update.to_vector()
+
+    def statistics_vector(self, text: TextFeatures, cfg: VflClipConfig) -> np.ndarray:
+        """Evaluation sufficient statistics of the local test split."""
+        embeddings, labels = self.test.tensors()
+        features = torch.from_numpy(np.asarray(text.features, dtype=np.float32))
+        logits = predict_logits(embeddings, features, text.logit_scale)
+        return evaluation_statistics(
+            logits, labels.numpy(), cfg.auc_bins, text.logit_scale
+        )
+
+
+class KnowledgeProvider:
+    """The specialist centre's side: publishes ``T``, applies aggregated gradients."""
+
+    def __init__(self, model: CoopTextModel, lr: float):
+        self.model = model
+        self.optimizer = make_optimizer(model, lr)
+
+    @torch.no_grad()
+    def text_features(self, round_id: int) -> TextFeatures:
+        """``T`` for the current context (what the image providers receive)."""
+        features = self.model().float().numpy()
+        return TextFeatures(round_id, features, float(self.model.logit_scale))
+
+    def apply(self, aggregate: AggregatedGradient) -> dict[str, float]:
+        """One Adam step on the pooled mean-loss gradient; returns the pooled loss."""
+        knowledge_step(
+            self.model, self.optimizer, aggregate.gradient_sum, aggregate.count
+        )
+        return {
+            "train_loss": aggregate.loss_sum / aggregate.count,
+            "num_examples": float(aggregate.count),
+        }
+
+    def aggregate_from_sum(
+        self, round_id: int, vector: np.ndarray
+    ) -> AggregatedGradient:
+        """Unpack the decoded secure sum ``[sum G, sum loss, sum N]``."""
+        num_classes = self.model.num_classes
+        total = ProviderGradient.from_vector(vector, num_classes, self.model.embed_dim)
+        return AggregatedGradient(round_id, total.gradient, total.loss_sum, total.count)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Context and Adam moments as arrays (kept between messages on the node)."""
+        arrays = {"ctx": self.model.prompt_learner.ctx.detach().numpy().copy()}
+        state = self.optimizer.state.get(self.model.prompt_learner.ctx, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in state:
+                arrays[f"adam_{name}"] = state[name].numpy().copy()
+        if "step" in state:
+            arrays["adam_step"] = np.asarray(float(state["step"]))
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` saved."""
+        ctx = self.model.prompt_learner.ctx
+        with torch.no_grad():
+            ctx.copy_(torch.as_tensor(arrays["ctx"], dtype=ctx.dtype))
+        if "adam_step" in arrays:
+            self.optimizer.state[ctx] = {
+                "step": torch.tensor(float(arrays["adam_step"])),
+                "exp_avg": torch.as_tensor(arrays["adam_exp_avg"]).clone(),
+                "exp_avg_sq": torch.as_tensor(arrays["adam_exp_avg_sq"]).clone(),
+            }

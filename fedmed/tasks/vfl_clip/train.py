@@ -1,0 +1,148 @@
+"""CoOp's loss and its two halves across the vertical split (pure torch).
+
+Paper Eq. 1: ``L = -log softmax_y(s * cos(z_v, z_t^k))`` with CLIP's frozen
+logit scale ``s``. The loss depends on the prompt context only through the
+class text features ``T`` (C x d), so by the chain rule
+
+    dL/dctx = (dT/dctx)^T  dL/dT,   dL/dT = sum_i G_i,
+    G_i = d(sum of losses on provider i's samples)/dT.
+
+An image provider computes ``G_i`` on its own embeddings (it needs only
+``T`` and ``s``); the knowledge provider backpropagates the securely
+aggregated ``sum_i G_i / sum_i N_i`` through its text tower. That is exactly
+the gradient of the mean loss over the pooled data, so VFL training equals
+centralised full-batch CoOp (:func:`centralised_step`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fedmed.tasks.vfl_clip.model import CoopTextModel
+
+
+def coop_logits(
+    image_embeddings: Tensor, text_features: Tensor, logit_scale: float
+) -> Tensor:
+    """``s * cos(z_v, z_t^k)`` for every image and class (paper Eq. 1)."""
+    text = F.normalize(text_features, dim=-1)
+    image = F.normalize(image_embeddings, dim=-1)
+    return logit_scale * image @ text.T
+
+
+@dataclass(frozen=True)
+class ProviderGradient:
+    """One image provider's contribution: gradient and loss of its SUM loss."""
+
+    gradient: np.ndarray  # (C, d), d(sum_n loss_n)/dT
+    loss_sum: float
+    count: int
+
+    def to_vector(self) -> np.ndarray:
+        """Flat ``[G (C*d), loss_sum, count]`` for secure aggregation."""
+        tail = np.array([self.loss_sum, float(self.count)])
+        return np.concatenate([self.gradient.reshape(-1).astype(np.float64), tail])
+
+    @classmethod
+    def from_vector(
+        cls, vector: np.ndarray, num_classes: int, dim: int
+    ) -> ProviderGradient:
+        """Inverse of :meth:`to_vector` (also for the aggregated sum)."""
+        expected = num_classes * dim + 2
+        if vector.shape != (expected,):
+            raise ValueError(
+                f"gradient vector must have {expected} entries (C*d + 2), "
+                f"found shape {vector.shape}"
+            )
+        gradient = vector[:-2].reshape(num_classes, dim)
+        return cls(gradient, float(vector[-2]), int(round(float(vector[-1]))))
+
+
+def provider_gradient(
+    image_embeddings: Tensor, labels: Tensor, text_features: Tensor, logit_scale: float
+) -> ProviderGradient:
+    """``G_i = d(sum of CE losses)/dT`` on one provider's embeddings (no ctx access)."""
+    text = text_features.detach().clone().requires_grad_(True)
+    logits = coop_logits(image_embeddings, text, logit_scale)
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    (gradient,) = torch.autograd.grad(loss, text)
+    return ProviderGradient(
+        gradient.detach().double().numpy(), float(loss.detach()), int(labels.numel())
+    )
+
+
+def knowledge_step(
+    model: CoopTextModel,
+    optimizer: torch.optim.Optimizer,
+    gradient_sum: np.ndarray,
+    count: int,
+) -> None:
+    """Backpropagate the pooled mean-loss gradient ``sum G_i / N`` into the context."""
+    if count < 1:
+        raise ValueError(f"aggregated sample count must be >= 1, found {count}")
+    text = model()
+    upstream = torch.as_tensor(gradient_sum / count, dtype=text.dtype)
+    optimizer.zero_grad(set_to_none=True)
+    text.backward(upstream)
+    optimizer.step()
+
+
+def centralised_step(
+    model: CoopTextModel,
+    optimizer: torch.optim.Optimizer,
+    image_embeddings: Tensor,
+    labels: Tensor,
+) -> float:
+    """One CoOp step on pooled embeddings (the centralised reference); returns loss."""
+    logits = coop_logits(image_embeddings, model(), float(model.logit_scale))
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def make_optimizer(model: CoopTextModel, lr: float) -> torch.optim.Adam:
+    """Adam on the context vectors only (paper Sec. IV-B: lr 0.001)."""
+    return torch.optim.Adam([model.prompt_learner.ctx], lr=lr)
+
+
+def batch_indices(count: int, batch_size: int, seed: int) -> np.ndarray:
+    """Indices of this round's local batch (all samples when ``batch_size`` is 0)."""
+    if batch_size <= 0 or batch_size >= count:
+        return np.arange(count)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=batch_size, replace=False))
+
+
+def train_centralised(
+    model: CoopTextModel,
+    image_embeddings: Tensor,
+    labels: Tensor,
+    steps: int,
+    lr: float,
+    batch_size: int = 0,
+    seed: int = 0,
+) -> list[float]:
+    """CoOp on one party's (or the pooled) embeddings; returns per-step losses."""
+    optimizer = make_optimizer(model, lr)
+    losses = []
+    for step in range(steps):
+        keep = torch.as_tensor(batch_indices(len(labels), batch_size, seed + step))
+        losses.append(
+            centralised_step(model, optimizer, image_embeddings[keep], labels[keep])
+        )
+    return losses
+
+
+@torch.no_grad()
+def predict_logits(
+    image_embeddings: Tensor, text_features: Tensor, logit_scale: float
+) -> np.ndarray:
+    """Class logits for every embedding (evaluation, stays on the provider)."""
+    return coop_logits(image_embeddings, text_features, logit_scale).double().numpy()
