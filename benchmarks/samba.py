@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -43,7 +44,7 @@ from fedmed.tasks.samba.data import (  # noqa: E402
     prompted_indices,
 )
 from fedmed.tasks.samba.embedding_cache import EmbeddingCache, encode_live  # noqa: E402
-from fedmed.tasks.samba.model import build_samba_model, build_sam  # noqa: E402
+from fedmed.tasks.samba.model import build_sam, build_samba_model  # noqa: E402
 from fedmed.tasks.samba.train import train_decoder  # noqa: E402
 from fedmed.tasks.samba.voting import build_voting_net  # noqa: E402
 
@@ -101,7 +102,7 @@ def _timed(fn) -> float:
 
 
 def timing_row(live_slices: int, cached_slices: int, epoch_slices: int) -> dict:
-    """Seconds per slice of decoder training, live encoder vs cached embeddings (vit_b)."""
+    """Seconds per slice of decoder training: live encoder vs cached embeddings."""
     cfg = SambaConfig(sam_model="vit_b", views="z", modalities="flair", voting=False,
                       batch_size=4)  # fmt: skip
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     gpu = torch.cuda.is_available()
     live, cached = (16, 256) if gpu else ((1, 4) if args.quick else (2, 16))
+    load_before = os.getloadavg()[0]
     rows = [bytes_row("vit_b") | timing_row(live, cached, args.epoch_slices)]
+    load_after = os.getloadavg()[0]
     rows += [bytes_row(arch) for arch in ("vit_l", "vit_h")]
     command = "python benchmarks/samba.py" + (" --quick" if args.quick else "")
     notes = (
@@ -164,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         f"per-slice cost scaled linearly to an epoch of {args.epoch_slices} slices; "
         "the speed-up does not depend on that number. The cache is filled once, "
         "costing about one live epoch. "
+        f"1-min load average {load_before:.1f} before / {load_after:.1f} after timing "
+        f"on {os.cpu_count()} cores: on a shared machine both absolute times grow, "
+        "the ratio is taken within one run. "
         + ("" if gpu else "GPU figure pending: rerun on a CUDA machine.")
     )
     write_result("samba", rows, command, notes=notes, results_dir=args.results_dir)

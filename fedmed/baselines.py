@@ -21,7 +21,9 @@ from fedmed.runs import RunDirectory
 from fedmed.tasks.base import SiteData, Task
 
 
-def _scorer(task: Task, sites: list[SiteData]) -> Callable[[nn.Module], dict[str, float]]:
+def _scorer(
+    task: Task, sites: list[SiteData]
+) -> Callable[[nn.Module], dict[str, float]]:
     heldout = task.heldout_data()
     if heldout is not None:
         return lambda model: task.evaluate_heldout(model, heldout)
@@ -42,28 +44,48 @@ def _train_rounds(
     return history
 
 
-def run_baselines(task: Task, num_sites: int, rounds: int, run: RunDirectory) -> dict[str, dict]:
+def run_baselines(
+    task: Task, num_sites: int, rounds: int, run: RunDirectory
+) -> dict[str, dict]:
     """Train local-only and pooled models; log per-round records; return finals."""
     sites = [
-        task.site_data({"partition-id": k, "num-partitions": num_sites}) for k in range(num_sites)
+        task.site_data({"partition-id": k, "num-partitions": num_sites})
+        for k in range(num_sites)
     ]
     score = _scorer(task, sites)
     with Progress(transient=True) as progress:
         started = time.perf_counter()
         local = [
-            _train_rounds(task, site, rounds, score, progress, f"local site {site.site_id}")
+            _train_rounds(
+                task, site, rounds, score, progress, f"local site {site.site_id}"
+            )
             for site in sites
         ]
         local_wall = time.perf_counter() - started
         started = time.perf_counter()
-        pooled = _train_rounds(task, task.pool(sites), rounds, score, progress, "pooled")
+        pooled = _train_rounds(
+            task, task.pool(sites), rounds, score, progress, "pooled"
+        )
         pooled_wall = time.perf_counter() - started
     for k in range(rounds):
         names = local[0][k].keys()
         mean = {n: float(np.mean([site[k][n] for site in local])) for n in names}
-        for phase, metrics, wall in (("local", mean, local_wall), ("pooled", pooled[k], pooled_wall)):
-            run.append_metrics({"round": k + 1, "phase": phase, "sites": {},
-                                "aggregated": metrics, "bytes_up": 0, "bytes_down": 0,
-                                "wall_s": wall / rounds})
-    final_local = {n: float(np.mean([site[-1][n] for site in local])) for n in local[0][-1]}
+        for phase, metrics, wall in (
+            ("local", mean, local_wall),
+            ("pooled", pooled[k], pooled_wall),
+        ):
+            run.append_metrics(
+                {
+                    "round": k + 1,
+                    "phase": phase,
+                    "sites": {},
+                    "aggregated": metrics,
+                    "bytes_up": 0,
+                    "bytes_down": 0,
+                    "wall_s": wall / rounds,
+                }
+            )
+    final_local = {
+        n: float(np.mean([site[-1][n] for site in local])) for n in local[0][-1]
+    }
     return {"local (mean of sites)": final_local, "pooled": pooled[-1]}

@@ -10,11 +10,15 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Federated fine-tuning of medical-imaging foundation models.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Federated fine-tuning of medical-imaging foundation models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
-synth_app = typer.Typer(help="Write synthetic data in the real on-disk formats.",
-                        no_args_is_help=True)
+synth_app = typer.Typer(
+    help="Write synthetic data in the real on-disk formats.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 data_app.add_typer(synth_app, name="synth")
 console = Console()
@@ -56,12 +60,16 @@ def parse_set(items: list[str]) -> dict[str, bool | int | float | str]:
 
 @synth_app.command("dermamnist")
 def synth_dermamnist(
-    out: Path = typer.Option(..., help="Output folder (site_<k>/ and heldout/ inside)."),
+    out: Path = typer.Option(
+        ..., help="Output folder (site_<k>/ and heldout/ inside)."
+    ),
     sites: int = typer.Option(3, min=1),
     size: int = typer.Option(28, help="28, 64, 128 or 224 (the official sizes)."),
     seed: int = typer.Option(0),
     samples_per_site: int = typer.Option(600, min=10),
-    label_alpha: float = typer.Option(1.0, help="Dirichlet alpha of per-site label skew."),
+    label_alpha: float = typer.Option(
+        1.0, help="Dirichlet alpha of per-site label skew."
+    ),
 ) -> None:
     """Synthetic DermaMNIST npz files (medmnist format), with per-site shift."""
     from fedmed.data.synth_dermamnist import synthesize
@@ -79,13 +87,25 @@ def simulate(
     rounds: int = typer.Option(3, min=1),
     out: Path = typer.Option(Path("runs/sim"), help="Run directory."),
     set_: list[str] = typer.Option([], "--set", help="Run-config override key=value."),
-    run_config: list[Path] = typer.Option([], "--run-config", help="Override TOML file(s)."),
-    data_dir: Path | None = typer.Option(None, help="Site data folder (default data/<task>)."),
-    resume: bool = typer.Option(False, help="Continue a killed run from its checkpoint."),
-    compare: bool = typer.Option(True, help="Also train local-only and pooled baselines."),
-    synth: bool = typer.Option(True, help="Write synthetic data if the data folder is missing."),
+    run_config: list[Path] = typer.Option(
+        [], "--run-config", help="Override TOML file(s)."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, help="Site data folder (default data/<task>)."
+    ),
+    resume: bool = typer.Option(
+        False, help="Continue a killed run from its checkpoint."
+    ),
+    compare: bool = typer.Option(
+        True, help="Also train local-only and pooled baselines."
+    ),
+    synth: bool = typer.Option(
+        True, help="Write synthetic data if the data folder is missing."
+    ),
     cpus_per_site: float = typer.Option(1.0),
-    gpus_per_site: float = typer.Option(0.0, help="Fractional: 0.25 = 4 sites per GPU."),
+    gpus_per_site: float = typer.Option(
+        0.0, help="Fractional: 0.25 = 4 sites per GPU."
+    ),
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
     _hermetic_env()
@@ -93,11 +113,24 @@ def simulate(
     from fedmed.runs import RunDirectory
     from server.simulation import resolve_run_config, run_experiment
 
-    config = resolve_run_config(task, rounds=rounds, out=out, data_dir=data_dir,
-                                files=run_config, overrides=parse_set(set_), resume=resume)
+    config = resolve_run_config(
+        task,
+        rounds=rounds,
+        out=out,
+        data_dir=data_dir,
+        files=run_config,
+        overrides=parse_set(set_),
+        resume=resume,
+    )
     started = time.perf_counter()
-    path = run_experiment(config, sites, compare=compare and not resume, synth=synth,
-                          cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site)
+    path = run_experiment(
+        config,
+        sites,
+        compare=compare and not resume,
+        synth=synth,
+        cpus_per_site=cpus_per_site,
+        gpus_per_site=gpus_per_site,
+    )
     print_report(RunDirectory(path), console)
     console.print(f"run directory: {path}  ({time.perf_counter() - started:.0f} s)")
 
@@ -128,12 +161,25 @@ def demo(
     config_file = Path(__file__).resolve().parents[1] / "configs" / "classify_tiny.toml"
     if out.exists():
         shutil.rmtree(out)
-    simulate(task="classify", sites=sites, rounds=rounds, out=out, set_=[],
-             run_config=[config_file], data_dir=data_dir, resume=False, compare=True,
-             synth=True, cpus_per_site=1.0, gpus_per_site=0.0)
+    simulate(
+        task="classify",
+        sites=sites,
+        rounds=rounds,
+        out=out,
+        set_=[],
+        run_config=[config_file],
+        data_dir=data_dir,
+        resume=False,
+        compare=True,
+        synth=True,
+        cpus_per_site=1.0,
+        gpus_per_site=0.0,
+    )
 
 
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     app()

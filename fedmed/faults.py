@@ -46,13 +46,17 @@ def parse_faults(spec: str) -> list[Fault]:
         try:
             kind, where = item.split("@")
             site, rnd = where.split(":")
-            fault = Fault(kind.strip(), int(site), None if rnd.strip() == "*" else int(rnd))
+            fault = Fault(
+                kind.strip(), int(site), None if rnd.strip() == "*" else int(rnd)
+            )
         except ValueError:
             raise ValueError(
                 f"bad fault {item!r}: expected kind@site:round, e.g. 'nan@1:2' or 'raise@0:*'"
             ) from None
         if fault.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {fault.kind!r}; known: {', '.join(FAULT_KINDS)}")
+            raise ValueError(
+                f"unknown fault kind {fault.kind!r}; known: {', '.join(FAULT_KINDS)}"
+            )
         faults.append(fault)
     return faults
 
@@ -60,7 +64,9 @@ def parse_faults(spec: str) -> list[Fault]:
 def faults_for(plan: list[Fault], site: int, server_round: int) -> set[str]:
     """Kinds of fault scripted for ``site`` in ``server_round``."""
     return {
-        f.kind for f in plan if f.site == site and (f.round is None or f.round == server_round)
+        f.kind
+        for f in plan
+        if f.site == site and (f.round is None or f.round == server_round)
     }
 
 

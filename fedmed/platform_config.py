@@ -41,13 +41,19 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:
-            raise ConfigError(f"num-server-rounds must be >= 1, found {self.num_server_rounds}")
+            raise ConfigError(
+                f"num-server-rounds must be >= 1, found {self.num_server_rounds}"
+            )
         if self.min_sites < 1:
             raise ConfigError(f"min-sites must be >= 1, found {self.min_sites}")
         if not 0.0 < self.fraction_train <= 1.0:
-            raise ConfigError(f"fraction-train must be in (0, 1], found {self.fraction_train}")
+            raise ConfigError(
+                f"fraction-train must be in (0, 1], found {self.fraction_train}"
+            )
         if self.partition_alpha <= 0:
-            raise ConfigError(f"partition-alpha must be > 0, found {self.partition_alpha}")
+            raise ConfigError(
+                f"partition-alpha must be > 0, found {self.partition_alpha}"
+            )
 
 
 _FIELDS = {f.replace("_", "-"): f for f in PlatformConfig.__dataclass_fields__}

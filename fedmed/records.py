@@ -47,4 +47,6 @@ def payload_bytes(content: RecordDict) -> int:
 
 def metric_record(values: Mapping[str, float | int | list[float]]) -> MetricRecord:
     """A MetricRecord from plain numbers (NaN kept as float)."""
-    return MetricRecord({k: v if isinstance(v, list) else float(v) for k, v in values.items()})
+    return MetricRecord(
+        {k: v if isinstance(v, list) else float(v) for k, v in values.items()}
+    )

@@ -25,7 +25,11 @@ def _phase(records: list[dict], phase: str) -> list[dict]:
 
 
 def summarize(
-    run: RunDirectory, *, full_model_bytes: int, exchanged_bytes: int, extra: Mapping[str, Any] = ()
+    run: RunDirectory,
+    *,
+    full_model_bytes: int,
+    exchanged_bytes: int,
+    extra: Mapping[str, Any] = (),
 ) -> dict[str, Any]:
     """Final metrics and communication totals from ``metrics.jsonl``."""
     records = run.read_metrics()
@@ -44,7 +48,9 @@ def summarize(
         "bytes_up_per_round_per_site": per_site,
         "exchanged_bytes": exchanged_bytes,
         "full_model_bytes": full_model_bytes,
-        "exchanged_to_full_ratio": exchanged_bytes / full_model_bytes if full_model_bytes else None,
+        "exchanged_to_full_ratio": exchanged_bytes / full_model_bytes
+        if full_model_bytes
+        else None,
         "rejected_updates": sum(len(r.get("rejected", [])) for r in train),
         "wall_s": sum(r.get("wall_s", 0.0) for r in records),
     }
@@ -89,8 +95,10 @@ def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
 def _plot_bytes(run: RunDirectory, records: list[dict]) -> Path | None:
     per_round: dict[int, float] = {}
     for r in records:
-        per_round[r["round"]] = per_round.get(r["round"], 0.0) + r.get("bytes_up", 0) + r.get(
-            "bytes_down", 0
+        per_round[r["round"]] = (
+            per_round.get(r["round"], 0.0)
+            + r.get("bytes_up", 0)
+            + r.get("bytes_down", 0)
         )
     if not per_round:
         return None
@@ -117,10 +125,20 @@ def print_report(run: RunDirectory, console: Console | None = None) -> None:
     for col in ("round", "phase", "metrics", "MB up", "MB down", "wall s"):
         table.add_column(col)
     for r in run.read_metrics():
-        shown = {k: v for k, v in r.get("aggregated", {}).items() if isinstance(v, float | int)}
+        shown = {
+            k: v
+            for k, v in r.get("aggregated", {}).items()
+            if isinstance(v, float | int)
+        }
         text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
-        table.add_row(str(r["round"]), r["phase"], text, f"{r.get('bytes_up', 0) / 1e6:.3f}",
-                      f"{r.get('bytes_down', 0) / 1e6:.3f}", f"{r.get('wall_s', 0):.1f}")
+        table.add_row(
+            str(r["round"]),
+            r["phase"],
+            text,
+            f"{r.get('bytes_up', 0) / 1e6:.3f}",
+            f"{r.get('bytes_down', 0) / 1e6:.3f}",
+            f"{r.get('wall_s', 0):.1f}",
+        )
     console.print(table)
     summary = run.read_summary()
     comparison = summary.get("comparison", {})
@@ -140,4 +158,8 @@ def print_report(run: RunDirectory, console: Console | None = None) -> None:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
+    return (
+        f"{value:.4f}"
+        if isinstance(value, float)
+        else str(value if value is not None else "")
+    )

@@ -57,7 +57,9 @@ class RunDirectory:
             )
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.plots.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.json").write_text(json.dumps(_clean(dict(run_config)), indent=2))
+        (self.path / "config.json").write_text(
+            json.dumps(_clean(dict(run_config)), indent=2)
+        )
 
     @property
     def metrics_file(self) -> Path:
@@ -74,7 +76,9 @@ class RunDirectory:
         lines = self.metrics_file.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def save_checkpoint(self, server_round: int, state: Mapping[str, Tensor], extra: Mapping[str, Any]) -> Path:
+    def save_checkpoint(
+        self, server_round: int, state: Mapping[str, Tensor], extra: Mapping[str, Any]
+    ) -> Path:
         """Write the aggregate of ``server_round`` then (atomically) the round counter."""
         path = self.checkpoints / f"round_{server_round}.safetensors"
         tmp = path.with_suffix(".tmp")
@@ -97,11 +101,15 @@ class RunDirectory:
 
     def truncate_metrics_after(self, server_round: int) -> None:
         """Drop records of rounds after the last checkpoint (a run killed mid-round)."""
-        kept = [r for r in self.read_metrics() if int(r.get("round", 0)) <= server_round]
+        kept = [
+            r for r in self.read_metrics() if int(r.get("round", 0)) <= server_round
+        ]
         self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        (self.path / "summary.json").write_text(json.dumps(_clean(dict(summary)), indent=2))
+        (self.path / "summary.json").write_text(
+            json.dumps(_clean(dict(summary)), indent=2)
+        )
 
     def read_summary(self) -> dict[str, Any]:
         path = self.path / "summary.json"

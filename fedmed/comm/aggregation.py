@@ -22,7 +22,9 @@ def weighted_mean(
         raise ValueError(f"{len(states)} states but {len(weights)} weights")
     total = float(sum(weights))
     if total <= 0:
-        raise ValueError(f"weights must sum to a positive number, found {list(weights)}")
+        raise ValueError(
+            f"weights must sum to a positive number, found {list(weights)}"
+        )
     keys = list(states[0])
     out: dict[str, Tensor] = {}
     for key in keys:

@@ -22,11 +22,15 @@ SCALE_SUFFIX = "@scale"
 def encode(state: Mapping[str, Tensor], codec: str) -> dict[str, np.ndarray]:
     """Encode float tensors for the wire with ``codec``."""
     if codec not in CODECS:
-        raise ValueError(f"unknown comm-dtype {codec!r}; use one of {', '.join(CODECS)}")
+        raise ValueError(
+            f"unknown comm-dtype {codec!r}; use one of {', '.join(CODECS)}"
+        )
     out: dict[str, np.ndarray] = {}
     for name, tensor in state.items():
         if SCALE_SUFFIX in name:
-            raise ValueError(f"tensor name {name!r} uses the reserved suffix {SCALE_SUFFIX}")
+            raise ValueError(
+                f"tensor name {name!r} uses the reserved suffix {SCALE_SUFFIX}"
+            )
         array = tensor.detach().to("cpu", torch.float32).numpy()
         if codec == "fp32":
             out[name] = np.ascontiguousarray(array)

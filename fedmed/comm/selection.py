@@ -42,7 +42,9 @@ def frozen_names(model: nn.Module) -> set[str]:
 
 
 def validate_state(
-    expected: Mapping[str, Tensor], received: Mapping[str, Tensor], source: str = "update"
+    expected: Mapping[str, Tensor],
+    received: Mapping[str, Tensor],
+    source: str = "update",
 ) -> None:
     """Raise :class:`UpdateRejected` unless ``received`` matches ``expected``.
 

@@ -70,8 +70,11 @@ def load_iu_xray(
     """IU X-ray pairs of one projection whose report ``field`` is not empty."""
     root = Path(folder)
     reports = {row["uid"]: row for row in _read_csv(root / IU_REPORTS)}
-    rows = [r for r in _read_csv(root / IU_PROJECTIONS)
-            if r["projection"].strip().lower() == projection.lower()]
+    rows = [
+        r
+        for r in _read_csv(root / IU_PROJECTIONS)
+        if r["projection"].strip().lower() == projection.lower()
+    ]
     if not rows:
         raise ValueError(f"{root / IU_PROJECTIONS} has no {projection!r} images")
     image_dir = _iu_image_dir(root, rows[0]["filename"])
@@ -114,8 +117,12 @@ def load_montgomery(folder: str | Path) -> list[ReportImage]:
     for image in sorted(images.glob("*.png")):
         reading = readings / f"{image.stem}.txt"
         if not reading.is_file():
-            raise FileNotFoundError(f"clinical reading {reading} for {image.name} is missing")
-        pairs.append(ReportImage(image, montgomery_prompt(reading.read_text()), image.stem))
+            raise FileNotFoundError(
+                f"clinical reading {reading} for {image.name} is missing"
+            )
+        pairs.append(
+            ReportImage(image, montgomery_prompt(reading.read_text()), image.stem)
+        )
     if not pairs:
         raise FileNotFoundError(f"no PNG images in {images}")
     return pairs
@@ -129,17 +136,25 @@ def split_pairs(
     n_train = int(round(fractions[0] * len(pairs)))
     n_val = int(round(fractions[1] * len(pairs)))
     picked = [pairs[i] for i in order]
-    return picked[:n_train], picked[n_train:n_train + n_val], picked[n_train + n_val:]
+    return (
+        picked[:n_train],
+        picked[n_train : n_train + n_val],
+        picked[n_train + n_val :],
+    )
 
 
 def image_transform(resolution: int) -> transforms.Compose:
-    """Shortest side to ``resolution``, centre crop, RGB scaled to [-1, 1] (SD input)."""
-    return transforms.Compose([
-        transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.CenterCrop(resolution),
-        transforms.ToTensor(),
-        transforms.Normalize([0.5], [0.5]),
-    ])
+    """Shortest side to ``resolution``, centre crop, RGB in [-1, 1] (SD input)."""
+    return transforms.Compose(
+        [
+            transforms.Resize(
+                resolution, interpolation=transforms.InterpolationMode.BILINEAR
+            ),
+            transforms.CenterCrop(resolution),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5], [0.5]),
+        ]
+    )
 
 
 class ReportImageDataset(Dataset):

@@ -63,12 +63,13 @@ def read_image_folder(
     folder = Path(folder)
     if (folder / layout.labels_csv).is_file():
         return read_labels_csv(folder, layout, class_names)
-    if _class_folders(folder):
+    has_splits = any((folder / split).is_dir() for split in SPLITS)
+    if folder.is_dir() and (has_splits or _class_folders(folder)):
         return scan_class_folders(folder, class_names)
     raise FileNotFoundError(
         f"{folder} has neither {layout.labels_csv} (with images under "
-        f"{layout.image_dir}/) nor class sub-folders: put the dataset there, or "
-        "write synthetic data with 'fedmed data synth --task fpt'"
+        f"{layout.image_dir}/) nor class sub-folders: put the site's images "
+        "there, or write synthetic ones (fedmed.data.synth_highres)"
     )
 
 
@@ -191,15 +192,21 @@ def _check_splits(records: Sequence[ImageRecord], where: Path) -> None:
         raise ValueError(f"{where}: split values {bad} are not one of {SPLITS}")
 
 
+def split_cuts(count: int, fractions: Sequence[float] = PAPER_SPLIT) -> np.ndarray:
+    """Boundaries cutting ``count`` items into train / val / test by ``fractions``."""
+    return np.rint(np.cumsum(fractions)[:-1] * count).astype(int)
+
+
 def assign_splits(
     records: Sequence[ImageRecord], seed: int, fractions: Sequence[float] = PAPER_SPLIT
 ) -> list[ImageRecord]:
     """Give records without a split a seeded random train / val / test split."""
     unsplit = [i for i, r in enumerate(records) if not r.split]
     order = np.random.default_rng(seed).permutation(len(unsplit))
-    cuts = np.floor(np.cumsum(fractions)[:-1] * len(unsplit)).astype(int)
     out = list(records)
-    for split, chunk in zip(SPLITS, np.split(order, cuts), strict=True):
+    for split, chunk in zip(
+        SPLITS, np.split(order, split_cuts(len(unsplit), fractions)), strict=True
+    ):
         for position in chunk:
             index = unsplit[position]
             out[index] = replace(records[index], split=split)

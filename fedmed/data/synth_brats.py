@@ -223,25 +223,15 @@ def synthesize(
         raise ValueError(f"naming must be '2021', '2023' or 'mixed', found {naming!r}")
     root = Path(out)
     rng = np.random.default_rng(seed)
-    written: list[Path] = []
-    index = 0
+    plan: list[tuple[Path, SiteProfile]] = []
     for site in range(num_sites):
         profile = site_profile(site, naming, rng)
-        for _ in range(cases_per_site):
-            volumes, labels = synth_case(profile, shape, rng)
-            case_id = case_id_for(profile.naming, index)
-            written.append(
-                write_case(
-                    site_dir(root, site), case_id, profile.naming, volumes, labels
-                )
-            )
-            index += 1
+        plan += [(site_dir(root, site), profile)] * cases_per_site
     for k in range(cases_per_site if heldout_cases is None else heldout_cases):
-        profile = site_profile(k, naming, rng)
+        plan.append((root / HELDOUT_DIR, site_profile(k, naming, rng)))
+    written = []
+    for index, (folder, profile) in enumerate(plan):
         volumes, labels = synth_case(profile, shape, rng)
         case_id = case_id_for(profile.naming, index)
-        written.append(
-            write_case(root / HELDOUT_DIR, case_id, profile.naming, volumes, labels)
-        )
-        index += 1
+        written.append(write_case(folder, case_id, profile.naming, volumes, labels))
     return written

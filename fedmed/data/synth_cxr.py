@@ -33,10 +33,26 @@ SENTENCES = {
     "nodule": ("nodule in the right upper lobe.", ""),
     "pneumothorax": ("left pneumothorax.", "no pneumothorax."),
 }
-REPORT_WORDS = tuple(sorted({
-    w.strip(".") for pair in SENTENCES.values() for s in pair for w in s.split()
-} | {"lungs", "are", "clear", "no", "acute", "cardiopulmonary", "abnormality",
-     "with", "and", "effusion", "pleural", "findings", "normal"}))
+REPORT_WORDS = tuple(
+    sorted(
+        {w.strip(".") for pair in SENTENCES.values() for s in pair for w in s.split()}
+        | {
+            "lungs",
+            "are",
+            "clear",
+            "no",
+            "acute",
+            "cardiopulmonary",
+            "abnormality",
+            "with",
+            "and",
+            "effusion",
+            "pleural",
+            "findings",
+            "normal",
+        }
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -51,14 +67,21 @@ class SiteShift:
 
 def report_for(findings: dict[str, bool]) -> tuple[str, str]:
     """(findings text, impression) naming exactly the present findings."""
-    sentences = [SENTENCES[name][0 if present else 1] for name, present in findings.items()]
+    sentences = [
+        SENTENCES[name][0 if present else 1] for name, present in findings.items()
+    ]
     text = " ".join(s for s in sentences if s)
-    if not any(findings[n] for n in ("left_effusion", "right_effusion", "nodule",
-                                    "pneumothorax")):
+    if not any(
+        findings[n]
+        for n in ("left_effusion", "right_effusion", "nodule", "pneumothorax")
+    ):
         text += " lungs are clear."
     present = [n.replace("_", " ") for n, p in findings.items() if p]
-    impression = ("findings: " + ", ".join(present) + ".") if present else (
-        "no acute cardiopulmonary abnormality.")
+    impression = (
+        ("findings: " + ", ".join(present) + ".")
+        if present
+        else ("no acute cardiopulmonary abnormality.")
+    )
     return text, impression
 
 
@@ -73,7 +96,9 @@ def render_frontal(findings: dict[str, bool], size: int, rng: np.random.Generato
     img = np.full((size, size), 0.05)
     img[_ellipse(xx, yy, 0, 0.05, 0.88, 0.98)] = 0.55
     lungs = {side: _ellipse(xx, yy, side * 0.4, -0.05, 0.29, 0.62) for side in (-1, 1)}
-    markings = 0.04 * np.sin(9 * np.pi * yy + rng.uniform(0, 6)) * np.cos(5 * np.pi * xx)
+    markings = (
+        0.04 * np.sin(9 * np.pi * yy + rng.uniform(0, 6)) * np.cos(5 * np.pi * xx)
+    )
     for mask in lungs.values():
         img[mask] = 0.2 + markings[mask]
     img[np.abs(xx) < 0.07] = 0.72  # spine / mediastinum
@@ -118,17 +143,39 @@ def site_shifts(num_sites: int, rng: np.random.Generator) -> list[SiteShift]:
     shifts = []
     for _ in range(num_sites):
         skew = rng.uniform(0.4, 1.6, len(FINDINGS))
-        shifts.append(SiteShift(
-            brightness=float(rng.uniform(-0.08, 0.08)),
-            contrast=float(rng.uniform(0.8, 1.2)),
-            noise_std=float(rng.uniform(0.005, 0.03)),
-            prevalence=np.clip(BASE_PREVALENCE * skew, 0.02, 0.9),
-        ))
+        shifts.append(
+            SiteShift(
+                brightness=float(rng.uniform(-0.08, 0.08)),
+                contrast=float(rng.uniform(0.8, 1.2)),
+                noise_std=float(rng.uniform(0.005, 0.03)),
+                prevalence=np.clip(BASE_PREVALENCE * skew, 0.02, 0.9),
+            )
+        )
     return shifts
 
 
+def report_row(uid: str, found: dict[str, bool]) -> dict[str, str]:
+    """One ``indiana_reports.csv`` row for a case with findings ``found``."""
+    text, impression = report_for(found)
+    mesh = ";".join(n for n, p in found.items() if p) or "normal"
+    return {
+        "uid": uid,
+        "MeSH": mesh,
+        "Problems": mesh,
+        "image": "Xray Chest PA",
+        "indication": "synthetic",
+        "comparison": "None.",
+        "findings": text,
+        "impression": impression,
+    }
+
+
 def write_site(
-    folder: Path, shift: SiteShift, cases: int, size: int, uid_start: int,
+    folder: Path,
+    shift: SiteShift,
+    cases: int,
+    size: int,
+    uid_start: int,
     rng: np.random.Generator,
 ) -> Path:
     """Write ``cases`` synthetic studies (frontal + lateral) in the IU X-ray layout."""
@@ -137,16 +184,20 @@ def write_site(
     reports, projections = [], []
     for i in range(cases):
         uid = str(uid_start + i)
-        found = dict(zip(FINDINGS, (rng.random(len(FINDINGS)) < shift.prevalence).tolist(),
-                         strict=True))
-        text, impression = report_for(found)
-        mesh = ";".join(n for n, p in found.items() if p) or "normal"
-        reports.append({"uid": uid, "MeSH": mesh, "Problems": mesh, "image": "Xray Chest PA",
-                        "indication": "synthetic", "comparison": "None.",
-                        "findings": text, "impression": impression})
-        for view, pixels in (("Frontal", render_frontal(found, size, rng)),
-                             ("Lateral", render_lateral(found, size))):
-            name = f"{uid}_IM-{uid_start // 1000:04d}-{1001 if view == 'Frontal' else 2001}.dcm.png"
+        found = dict(
+            zip(
+                FINDINGS,
+                (rng.random(len(FINDINGS)) < shift.prevalence).tolist(),
+                strict=True,
+            )
+        )
+        reports.append(report_row(uid, found))
+        for view, pixels in (
+            ("Frontal", render_frontal(found, size, rng)),
+            ("Lateral", render_lateral(found, size)),
+        ):
+            number = 1001 if view == "Frontal" else 2001
+            name = f"{uid}_IM-{uid_start // 1000:04d}-{number}.dcm.png"
             Image.fromarray(acquire(pixels, shift, rng)).save(images / name)
             projections.append({"uid": uid, "filename": name, "projection": view})
     _write_csv(folder / IU_REPORTS, reports)
@@ -177,10 +228,17 @@ def synthesize(
         )
     rng = np.random.default_rng(seed)
     shifts = site_shifts(num_sites, rng)
-    paths = [write_site(site_dir(Path(out), k), shift, cases_per_site, size,
-                        (k + 1) * 100_000, rng) for k, shift in enumerate(shifts)]
+    paths = [
+        write_site(
+            site_dir(Path(out), k), shift, cases_per_site, size, (k + 1) * 100_000, rng
+        )
+        for k, shift in enumerate(shifts)
+    ]
     if heldout_cases:
         neutral = SiteShift(0.0, 1.0, 0.015, BASE_PREVALENCE)
-        paths.append(write_site(Path(out) / HELDOUT_DIR, neutral, heldout_cases, size,
-                                900_000, rng))
+        paths.append(
+            write_site(
+                Path(out) / HELDOUT_DIR, neutral, heldout_cases, size, 900_000, rng
+            )
+        )
     return paths

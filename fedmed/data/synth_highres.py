@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedmed.data.image_folder import PAPER_SPLIT, SPLITS
+from fedmed.data.image_folder import PAPER_SPLIT, SPLITS, split_cuts
 from fedmed.data.sites import HELDOUT_DIR, site_dir
 
 LESION_TINT = np.array([1.0, 0.9, 0.55])
-LESION_GAIN = 0.34
+LESION_GAIN = 0.45
+BACKGROUND_CEILING = 1.0 - LESION_GAIN
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ def draw_scene(rng: np.random.Generator, size: int, shift: SiteShift) -> Scene:
     gain = shift.brightness * rng.uniform(0.8, 1.2)
     background = gain * level[..., None] * tint
     background += rng.normal(0.0, shift.noise, background.shape)
+    # compress into [0, ceiling) so that lesions never clip: clipping would break
+    # the equal block means of stippled and uniform lesions
+    background = BACKGROUND_CEILING * np.tanh(
+        np.clip(background, 0.0, None) / BACKGROUND_CEILING
+    )
     background *= fov[..., None]
     return Scene(background, _lesion_masks(rng, size, fov))
 
@@ -90,10 +96,10 @@ def _smooth_field(
 
 def _lesion_masks(rng: np.random.Generator, size: int, fov: np.ndarray) -> np.ndarray:
     half = size // 2
-    radius = max(1.0, half / 40)
+    radius = max(1.0, half / 32)
     yy, xx = np.mgrid[0:half, 0:half]
     blocks = np.zeros((half, half), dtype=bool)
-    for _ in range(rng.integers(4, 9)):
+    for _ in range(rng.integers(12, 25)):
         cy, cx = rng.uniform(0.25, 0.75, 2) * half
         blocks |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
     return np.kron(blocks, np.ones((2, 2), dtype=bool))[:size, :size] & fov
@@ -120,7 +126,7 @@ def site_shift(site: int, num_sites: int, rng: np.random.Generator) -> SiteShift
         contrast=float(rng.uniform(0.8, 1.2)),
         tint=tint,
         noise=float(rng.uniform(0.01, 0.02)),
-        positive_rate=0.5 + 0.2 * spread,
+        positive_rate=0.5 + 0.15 * spread,
     )
 
 
@@ -138,7 +144,7 @@ def write_split_folder(
     labels = (rng.random(count) < shift.positive_rate).astype(int)
     splits = ["test"] * count
     if split_fractions is not None:
-        cuts = np.floor(np.cumsum(split_fractions)[:-1] * count).astype(int)
+        cuts = split_cuts(count, split_fractions)
         splits = [
             SPLITS[int(np.searchsorted(cuts, i, side="right"))] for i in range(count)
         ]

@@ -34,7 +34,9 @@ def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     return float((probs.argmax(axis=1) == np.asarray(labels).reshape(-1)).mean())
 
 
-def score_histograms(labels: np.ndarray, probs: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
+def score_histograms(
+    labels: np.ndarray, probs: np.ndarray, bins: int = HIST_BINS
+) -> np.ndarray:
     """Per class, histograms of its score for positives and negatives: ``(C, 2, bins)``."""
     labels = np.asarray(labels).reshape(-1)
     num_classes = probs.shape[1]

@@ -9,6 +9,7 @@ cases stays a mean over cases when sites are averaged by case count.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,11 +38,13 @@ def hd95(
     if has_pred != has_truth:
         extent = np.asarray(pred.shape, dtype=float) * np.asarray(spacing, dtype=float)
         return float(np.linalg.norm(extent))
-    value = compute_hausdorff_distance(
-        _as_batch(pred),
-        _as_batch(truth),
-        include_background=True,
-        percentile=95,
-        spacing=list(spacing),
-    )
+    with warnings.catch_warnings():  # monai's own deprecated-argument notice
+        warnings.simplefilter("ignore", FutureWarning)
+        value = compute_hausdorff_distance(
+            _as_batch(pred),
+            _as_batch(truth),
+            include_background=True,
+            percentile=95,
+            spacing=list(spacing),
+        )
     return float(value.item())

@@ -36,9 +36,9 @@ class Directory:
 
     def __post_init__(self) -> None:
         n = len(self.parties)
-        if len(set(self.parties)) != n or any(p < 0 for p in self.parties):
+        if len(set(self.parties)) != n or any(not 0 <= p < 2**64 for p in self.parties):
             raise ProtocolError(
-                "key directory: party ids must be distinct and >= 0, "
+                "key directory: party ids must be distinct integers in [0, 2**64), "
                 f"found {self.parties}"
             )
         if n < 2:

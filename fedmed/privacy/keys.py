@@ -63,7 +63,7 @@ def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
 
 
 def _pair_label(purpose: bytes, first: int, second: int) -> bytes:
-    return purpose + struct.pack(">qq", first, second)
+    return purpose + struct.pack(">QQ", first, second)
 
 
 def pair_seed(
@@ -101,7 +101,7 @@ class ShareContext:
 
     def associated_data(self) -> bytes:
         head = struct.pack(
-            ">qqqq", self.round_id, self.sender, self.recipient, self.owner
+            ">qQQQ", self.round_id, self.sender, self.recipient, self.owner
         )
         return self.run_id + self.purpose.encode() + head
 

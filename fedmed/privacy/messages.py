@@ -1,17 +1,19 @@
 """The secure-aggregation messages: small dataclasses <-> flat numpy arrays.
 
-Every message crosses the network as a flat ``str -> numpy array`` mapping
-(ints as 0-d int64, id lists as int64 vectors, keys / ciphertexts / shares as
-uint8 matrices, masked vectors as uint32/uint64), so it fits a Flower
-``ArrayRecord`` as is, or bytes via safetensors (:meth:`to_bytes`). Nothing is
-ever pickled. ``from_arrays`` validates keys, dtypes and shapes before any
-value is used and raises :class:`MessageFormatError` otherwise.
+Every message crosses the network as a flat ``str -> numpy array`` mapping:
+ints as 0-d int64, party ids as uint64 (0-d or vectors; Flower node ids are
+unsigned 64-bit), keys / ciphertexts / shares as uint8 matrices, masked
+vectors as uint32/uint64, float matrices for task messages built on
+:class:`WireMessage`. It fits a Flower ``ArrayRecord`` as is, or bytes via
+safetensors (:meth:`to_bytes`); nothing is ever pickled. ``from_arrays``
+validates keys, dtypes and shapes before any value is used and raises
+:class:`MessageFormatError` otherwise.
 
-Setup (once per run)            | Each round
-party  -> server KeyAdvertisement | server -> party  MaskRequest
-server -> party  KeyDirectory     | party  -> server MaskedInput
-party  -> server SetupShares      | server -> party  UnmaskRequest
-server -> party  SetupSharesDelivery | party -> server UnmaskResponse
+Setup (once per run)                   | Each round
+party  -> server  KeyAdvertisement     | server -> party   MaskRequest
+server -> party   KeyDirectory         | party  -> server  MaskedInput
+party  -> server  SetupShares          | server -> party   UnmaskRequest
+server -> party   SetupSharesDelivery  | party  -> server  UnmaskResponse
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from fedmed.privacy.keys import CIPHERTEXT_BYTES, PUBLIC_KEY_BYTES
 # kind -> (dtype(s), ndim, row width for uint8 matrices)
 _KINDS: dict[str, tuple[tuple[type, ...], int, int | None]] = {
     "int": ((np.int64,), 0, None),
+    "id": ((np.uint64,), 0, None),
     "float": ((np.float64,), 0, None),
-    "ids": ((np.int64,), 1, None),
+    "ids": ((np.uint64,), 1, None),
     "bytes": ((np.uint8,), 1, None),
     "keys": ((np.uint8,), 2, PUBLIC_KEY_BYTES),
     "ciphertexts": ((np.uint8,), 2, CIPHERTEXT_BYTES),
@@ -44,10 +47,12 @@ _KINDS: dict[str, tuple[tuple[type, ...], int, int | None]] = {
 def _to_array(kind: str, value: Any) -> np.ndarray:
     if kind == "int":
         return np.asarray(value, dtype=np.int64)
+    if kind == "id":
+        return np.asarray(value, dtype=np.uint64)
     if kind == "float":
         return np.asarray(value, dtype=np.float64)
     if kind == "ids":
-        return np.asarray(value, dtype=np.int64).reshape(-1)
+        return np.asarray(value, dtype=np.uint64).reshape(-1)
     if kind == "bytes":
         return np.frombuffer(value, dtype=np.uint8).copy()
     if kind in ("ring", "matrix"):
@@ -58,7 +63,7 @@ def _to_array(kind: str, value: Any) -> np.ndarray:
 
 
 def _from_array(kind: str, array: np.ndarray) -> Any:
-    if kind == "int":
+    if kind in ("int", "id"):
         return int(array)
     if kind == "float":
         return float(array)
@@ -139,7 +144,7 @@ def _check_pairs(message: object, ids: tuple[int, ...], blobs: tuple) -> None:
 class KeyAdvertisement(WireMessage):
     """Setup 1, party -> server: the party's two X25519 public keys."""
 
-    kinds: ClassVar = {"party": "int", "mask_public": "bytes", "share_public": "bytes"}
+    kinds: ClassVar = {"party": "id", "mask_public": "bytes", "share_public": "bytes"}
     party: int
     mask_public: bytes
     share_public: bytes
@@ -180,7 +185,7 @@ class SetupShares(WireMessage):
     """Setup 3, party -> server: encrypted shares of its mask-key seed, per peer."""
 
     kinds: ClassVar = {
-        "sender": "int",
+        "sender": "id",
         "recipients": "ids",
         "ciphertexts": "ciphertexts",
     }
@@ -197,7 +202,7 @@ class SetupSharesDelivery(WireMessage):
     """Setup 4, server -> party: the shares addressed to it and who took part."""
 
     kinds: ClassVar = {
-        "recipient": "int",
+        "recipient": "id",
         "participants": "ids",
         "senders": "ids",
         "ciphertexts": "ciphertexts",
@@ -225,7 +230,7 @@ class MaskedInput(WireMessage):
     """Round 2, party -> server: masked vector, codec, encrypted self-mask shares."""
 
     kinds: ClassVar = {
-        "sender": "int",
+        "sender": "id",
         "round_id": "int",
         "bits": "int",
         "value_range": "float",
@@ -276,7 +281,7 @@ class UnmaskResponse(WireMessage):
     """
 
     kinds: ClassVar = {
-        "sender": "int",
+        "sender": "id",
         "round_id": "int",
         "self_mask_owners": "ids",
         "self_mask_shares": "shares",

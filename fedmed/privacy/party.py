@@ -71,7 +71,7 @@ class PartyState(WireMessage):
     """Everything a party must remember between messages (stays on the node)."""
 
     kinds: ClassVar = {
-        "party": "int",
+        "party": "id",
         "mask_seed": "shares",
         "share_private": "bytes",
         "run_id": "bytes",
@@ -110,8 +110,8 @@ class SecAggParty:
     """One party (e.g. an image provider) of a secure-aggregation run."""
 
     def __init__(self, party: int, state: PartyState | None = None):
-        if party < 0:
-            raise ValueError(f"party ids must be non-negative integers, found {party}")
+        if not 0 <= party < 2**64:
+            raise ValueError(f"party ids must be integers in [0, 2**64), found {party}")
         if state is None:
             share_key = X25519PrivateKey.generate()
             state = PartyState(
@@ -130,6 +130,11 @@ class SecAggParty:
     @property
     def party(self) -> int:
         return self._state.party
+
+    @property
+    def num_parties(self) -> int:
+        """Parties in the run's key directory (size the codec's summands with it)."""
+        return len(self._state.parties)
 
     @property
     def excluded(self) -> tuple[int, ...]:
@@ -171,23 +176,13 @@ class SecAggParty:
             mask_publics=message.mask_publics,
             share_publics=message.share_publics,
         )
-        peers = directory.parties
-        shares = shamir.split(
-            self._state.mask_seed[0], directory.threshold, directory.points(peers)
+        own_share, recipients, blobs = self._share_secret(
+            self._state.mask_seed[0], directory.parties, "mask-key", 0
         )
-        own_share = shares[peers.index(self.party)]
-        recipients, blobs = [], []
-        for peer, share in zip(peers, shares, strict=True):
-            if peer != self.party:
-                context = self._context("mask-key", 0, self.party, peer, self.party)
-                blobs.append(
-                    encrypt_share(self._cipher(self.party, peer), share, context)
-                )
-                recipients.append(peer)
         self._state = replace(
             self._state, key_share_owners=(self.party,), key_shares=(own_share,)
         )
-        return SetupShares(self.party, tuple(recipients), tuple(blobs))
+        return SetupShares(self.party, recipients, blobs)
 
     def receive_setup_shares(self, message: SetupSharesDelivery) -> None:
         """Setup 4: decrypt and keep every peer's mask-key share; the party is ready."""
@@ -233,20 +228,9 @@ class SecAggParty:
         active = self._check_mask_request(request, codec)
         encoded = codec.encode(values, party=self.party)
         self_seed = shamir.random_secret()
-        directory = self._directory()
-        shares = shamir.split(
-            self_seed, self._state.threshold, directory.points(active)
+        own_share, recipients, blobs = self._share_secret(
+            self_seed, active, "self-mask", request.round_id
         )
-        recipients, blobs, own_share = [], [], 0
-        for peer, share in zip(active, shares, strict=True):
-            if peer == self.party:
-                own_share = share
-                continue
-            context = self._context(
-                "self-mask", request.round_id, self.party, peer, self.party
-            )
-            blobs.append(encrypt_share(self._cipher(self.party, peer), share, context))
-            recipients.append(peer)
         run_id = self._state.run_id
         pair_keys = {
             peer: pairwise_round_key(self._pair_seed(peer), run_id, request.round_id)
@@ -263,9 +247,15 @@ class SecAggParty:
             pending_own_share=(own_share,),
         )
         return MaskedInput(
-            self.party, request.round_id, codec.bits, codec.value_range,
-            codec.num_summands, masked, tuple(recipients), tuple(blobs),
-        )  # fmt: skip
+            sender=self.party,
+            round_id=request.round_id,
+            bits=codec.bits,
+            value_range=codec.value_range,
+            num_summands=codec.num_summands,
+            masked=masked,
+            recipients=recipients,
+            ciphertexts=blobs,
+        )
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Round 3->4: reveal self-mask shares of survivors, key shares of dropped."""
@@ -296,9 +286,30 @@ class SecAggParty:
             pending_own_share=(),
         )
         return UnmaskResponse(
-            self.party, request.round_id, tuple(owners), tuple(shares),
-            dropped, tuple(held[d] for d in dropped),
-        )  # fmt: skip
+            sender=self.party,
+            round_id=request.round_id,
+            self_mask_owners=tuple(owners),
+            self_mask_shares=tuple(shares),
+            mask_key_owners=dropped,
+            mask_key_shares=tuple(held[d] for d in dropped),
+        )
+
+    def _share_secret(
+        self, secret: int, holders: tuple[int, ...], purpose: str, round_id: int
+    ) -> tuple[int, tuple[int, ...], tuple[bytes, ...]]:
+        """Shamir-share ``secret`` over ``holders``: own share, peers, ciphertexts."""
+        shares = shamir.split(
+            secret, self._state.threshold, self._directory().points(holders)
+        )
+        own_share, recipients, blobs = 0, [], []
+        for peer, share in zip(holders, shares, strict=True):
+            if peer == self.party:
+                own_share = share
+                continue
+            context = self._context(purpose, round_id, self.party, peer, self.party)
+            blobs.append(encrypt_share(self._cipher(self.party, peer), share, context))
+            recipients.append(peer)
+        return own_share, tuple(recipients), tuple(blobs)
 
     # ------------------------------------------------------------------ checks
     def _check_mask_request(

@@ -34,5 +34,7 @@ def task_class(name: str) -> type[Task]:
 def get_task(run_config: FlatConfig) -> Task:
     """Build the task named by ``task.name`` from the run config."""
     if "task.name" not in run_config:
-        raise KeyError("run config has no 'task.name'; known tasks: " + ", ".join(list_tasks()))
+        raise KeyError(
+            "run config has no 'task.name'; known tasks: " + ", ".join(list_tasks())
+        )
     return task_class(str(run_config["task.name"])).from_run_config(run_config)

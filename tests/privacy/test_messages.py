@@ -38,7 +38,7 @@ def test_wrong_dtype_or_missing_key_is_refused():
     missing = {k: v for k, v in arrays.items() if k != "round_id"}
     # Execute / Assert
     with pytest.raises(
-        MessageFormatError, match="self_mask_owners: expected 1-d int64"
+        MessageFormatError, match="self_mask_owners: expected 1-d uint64"
     ):
         UnmaskResponse.from_arrays(wrong_dtype)
     with pytest.raises(MessageFormatError, match="expected arrays"):

@@ -39,7 +39,7 @@ def _plain_sum(vectors, members):
 
 def test_masked_inputs_hide_values_and_sum_is_exact():
     # Prepare
-    ids = [3, 8, 11, 20]
+    ids = [3, 8, 11, 2**63 + 5]  # Flower node ids are unsigned 64-bit
     server, parties = setup_inprocess(ids, through_bytes=True)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=len(ids))
     vectors = _vectors(ids)

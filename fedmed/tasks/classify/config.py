@@ -41,7 +41,9 @@ class ClassifyConfig:
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
-            raise ConfigError(f"classify.lora-rank must be >= 1, found {self.lora_rank}")
+            raise ConfigError(
+                f"classify.lora-rank must be >= 1, found {self.lora_rank}"
+            )
         if self.lr <= 0 or self.batch_size < 1 or self.local_epochs < 1:
             raise ConfigError(
                 "classify.lr must be > 0, classify.batch-size and "

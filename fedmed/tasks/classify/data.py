@@ -40,7 +40,9 @@ def load_site_splits(
     for split in ("train", "val", "test"):
         images, labels = load_split(location.folder, flag, size, split)
         if location.partition is not None:
-            parts = partition(partitioner, labels, location.num_partitions or 1, alpha, seed)
+            parts = partition(
+                partitioner, labels, location.num_partitions or 1, alpha, seed
+            )
             keep = parts[location.partition]
             images, labels = images[keep], labels[keep]
         splits[split] = ImageArrayDataset(images, labels)

@@ -43,14 +43,23 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
     model.load_state_dict(usable, strict=False)
-    log.info("loaded %d tensors from %s (skipped %d: %s)", len(usable), path, len(skipped), skipped[:4])
+    log.info(
+        "loaded %d tensors from %s (skipped %d: %s)",
+        len(usable),
+        path,
+        len(skipped),
+        skipped[:4],
+    )
 
 
 def build_classifier(cfg: ClassifyConfig, num_classes: int, seed: int) -> nn.Module:
     """Create the ViT, freeze per mode, wrap with peft LoRA when asked."""
     torch.manual_seed(seed)
     model = timm.create_model(
-        cfg.model, pretrained=False, num_classes=num_classes, **cfg.architecture_overrides()
+        cfg.model,
+        pretrained=False,
+        num_classes=num_classes,
+        **cfg.architecture_overrides(),
     )
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint)

@@ -70,9 +70,13 @@ class ClassifyTask(Task):
             self.partition_alpha,
             self.seed,
         )
-        return SiteData(location.site_id, splits["train"], splits["test"], splits["val"])
+        return SiteData(
+            location.site_id, splits["train"], splits["test"], splits["val"]
+        )
 
-    def fit(self, model: nn.Module, data: SiteData, round_config: FlatConfig) -> RoundResult:
+    def fit(
+        self, model: nn.Module, data: SiteData, round_config: FlatConfig
+    ) -> RoundResult:
         server_round = int(round_config.get("server-round", 1))
         metrics = train_local(
             model,
@@ -88,7 +92,9 @@ class ClassifyTask(Task):
         return RoundResult(num_examples=data.num_train, metrics=metrics)
 
     def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
-        labels, probs = predict(model, data.test, side=input_size(model), batch_size=256)
+        labels, probs = predict(
+            model, data.test, side=input_size(model), batch_size=256
+        )
         return RoundResult(
             num_examples=len(labels),
             metrics=classification_metrics(labels, probs),
@@ -104,7 +110,9 @@ class ClassifyTask(Task):
         folder = heldout_dir(self._data_dir)
         if folder is None:
             return None
-        images, labels = load_split(folder, self.cfg.dataset, self.cfg.data_size, "test")
+        images, labels = load_split(
+            folder, self.cfg.dataset, self.cfg.data_size, "test"
+        )
         return ImageArrayDataset(images, labels)
 
     def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:

@@ -14,7 +14,9 @@ from fedmed.metrics.classification import accuracy, macro_auc, score_histograms
 def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
     if images.shape[-1] == side:
         return images
-    return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+    return F.interpolate(
+        images, size=(side, side), mode="bilinear", align_corners=False
+    )
 
 
 def train_local(
@@ -33,7 +35,9 @@ def train_local(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=generator
+    )
     model.train()
     losses: list[float] = []
     for _ in range(epochs):
@@ -47,7 +51,10 @@ def train_local(
                 break
         if max_steps and len(losses) >= max_steps:
             break
-    return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": float(len(losses))}
+    return {
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "steps": float(len(losses)),
+    }
 
 
 @torch.no_grad()
@@ -73,7 +80,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
     }
 
 
-def classification_statistics(labels: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
+def classification_statistics(
+    labels: np.ndarray, probs: np.ndarray
+) -> dict[str, list[float]]:
     """Sufficient statistics the server sums into pooled accuracy and AUC."""
     correct = float((probs.argmax(axis=1) == labels).sum())
     return {

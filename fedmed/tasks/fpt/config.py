@@ -22,6 +22,28 @@ Method = Literal["fpt", "full", "linear", "lora", "bitfit", "prompt"]
 SideInit = Literal["random", "slice"]
 CacheDtype = Literal["fp16", "fp32"]
 
+_POSITIVE = (
+    "high_res",
+    "low_res",
+    "side_reduction",
+    "num_prompts",
+    "cache_batch_size",
+    "batch_size",
+    "local_epochs",
+    "lora_rank",
+    "synth_images_per_site",
+)
+_NON_NEGATIVE = (
+    "frozen_depth",
+    "frozen_embed_dim",
+    "frozen_num_heads",
+    "frozen_patch_size",
+    "side_patch_size",
+    "max_steps_per_round",
+    "num_workers",
+    "synth_heldout_images",
+)
+
 
 @dataclass(frozen=True)
 class FptConfig:
@@ -32,6 +54,9 @@ class FptConfig:
     head: ``full`` (everything), ``linear`` (head), ``lora`` (peft LoRA on
     ``lora-targets`` + head), ``bitfit`` (biases + head), ``prompt`` (deep
     visual prompts, ``num-prompts`` per layer, + head).
+
+    LoRA rank 16 on ``qkv`` trains 0.69% of ViT-B, the share FPT Table 1
+    reports for its LoRA baseline.
 
     Frozen-model overrides (``frozen-depth``, ``frozen-embed-dim``,
     ``frozen-num-heads``, ``frozen-patch-size``) apply when > 0; the tiny test
@@ -72,45 +97,24 @@ class FptConfig:
     batch_size: int = 16
     local_epochs: int = 1
     max_steps_per_round: int = 0
-    lora_rank: int = 8
+    num_workers: int = 0
+    lora_rank: int = 16
     lora_alpha: int = 16
     lora_targets: str = "qkv"
     synth_images_per_site: int = 64
     synth_heldout_images: int = 64
 
     def __post_init__(self) -> None:
-        positive = (
-            "high_res",
-            "low_res",
-            "side_reduction",
-            "num_prompts",
-            "cache_batch_size",
-            "batch_size",
-            "local_epochs",
-            "lora_rank",
-            "synth_images_per_site",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"fpt.{name.replace('_', '-')} must be >= 1, "
-                    f"found {getattr(self, name)}"
-                )
-        non_negative = (
-            "frozen_depth",
-            "frozen_embed_dim",
-            "frozen_num_heads",
-            "frozen_patch_size",
-            "side_patch_size",
-            "max_steps_per_round",
-            "synth_heldout_images",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"fpt.{name.replace('_', '-')} must be >= 0 (0 = default), "
-                    f"found {getattr(self, name)}"
-                )
+        for names, least, hint in (
+            (_POSITIVE, 1, ""),
+            (_NON_NEGATIVE, 0, " (0 = default)"),
+        ):
+            for name in names:
+                if getattr(self, name) < least:
+                    raise ConfigError(
+                        f"fpt.{name.replace('_', '-')} must be >= {least}{hint}, "
+                        f"found {getattr(self, name)}"
+                    )
         if self.num_classes < 2:
             raise ConfigError(f"fpt.num-classes must be >= 2, found {self.num_classes}")
         if not 0.0 < self.token_ratio <= 1.0:

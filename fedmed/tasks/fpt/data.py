@@ -17,8 +17,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from fedmed.data.image_folder import ImageRecord, LabelsLayout, assign_splits, load_rgb
-from fedmed.data.image_folder import read_image_folder as read_records
+from fedmed.data.image_folder import (
+    ImageRecord,
+    LabelsLayout,
+    assign_splits,
+    load_rgb,
+    read_image_folder,
+)
 from fedmed.data.partition import iid
 from fedmed.data.sites import SiteLocation
 from fedmed.tasks.fpt.config import FptConfig
@@ -99,10 +104,6 @@ class FptImageDataset(Dataset):
             sample["keys"], sample["values"] = self.cache[index]
         return sample
 
-    @property
-    def labels(self) -> list[int]:
-        return [r.label for r in self.records]
-
 
 def method_inputs(cfg: FptConfig) -> frozenset[str]:
     """What the configured method consumes."""
@@ -136,7 +137,7 @@ def site_records(
     cfg: FptConfig, location: SiteLocation, seed: int
 ) -> dict[str, list[ImageRecord]]:
     """The site's records per split (a partition of a shared folder if so located)."""
-    records = read_records(location.folder, layout(cfg), cfg.class_list())
+    records = read_image_folder(location.folder, layout(cfg), cfg.class_list())
     _check_labels(records, cfg.num_classes, location.folder)
     records = assign_splits(records, seed)
     if location.partition is not None:
@@ -147,7 +148,7 @@ def site_records(
 
 def heldout_records(cfg: FptConfig, folder: Path) -> list[ImageRecord]:
     """Every record of the held-out folder, all evaluated."""
-    records = read_records(folder, layout(cfg), cfg.class_list())
+    records = read_image_folder(folder, layout(cfg), cfg.class_list())
     _check_labels(records, cfg.num_classes, folder)
     return records
 

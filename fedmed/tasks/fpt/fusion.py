@@ -6,7 +6,9 @@ and values are the frozen layer's own K/V maps (reused, never recomputed):
 ``CA(z_p, z_M) = Attn(f_in(z_p), K_M, V_M)``. The result is mapped back by
 ``f_out``, optionally added to the prompts (the authors' later skip
 connection), passed through dropout and concatenated to the side sequence.
-``f_in`` and ``f_out`` are shared by all layers, as in the authors' code.
+Eq. 3 writes ``f_out`` around the concatenation; the authors' code applies it
+to the cross-attention output only, as done here. ``f_in`` and ``f_out`` are
+shared by all layers, also as in the authors' code.
 """
 
 from __future__ import annotations

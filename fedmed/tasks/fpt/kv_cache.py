@@ -75,9 +75,8 @@ class KVCache:
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         """Keys and values ``(L, H, T, D)`` of image ``index`` (stored dtype)."""
-        return torch.from_numpy(np.array(self.keys[index])), torch.from_numpy(
-            np.array(self.values[index])
-        )
+        keys = torch.from_numpy(np.array(self.keys[index]))
+        return keys, torch.from_numpy(np.array(self.values[index]))
 
     @property
     def size_bytes(self) -> int:
@@ -112,19 +111,9 @@ def open_or_build_cache(
     _write_arrays(
         temporary, records, extractor(), load_image, NUMPY_DTYPES[dtype], batch_size
     )
-    meta = {
-        "format": CACHE_FORMAT,
-        "fingerprint": digest,
-        "split": split,
-        "num_images": len(records),
-        "dtype": dtype,
-        "frozen": dict(identity),
-    }
-    (temporary / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    try:
-        temporary.rename(folder)
-    except OSError:  # another process finished the same cache first
-        shutil.rmtree(temporary, ignore_errors=True)
+    meta = {"format": CACHE_FORMAT, "fingerprint": digest, "split": split}
+    meta |= {"num_images": len(records), "dtype": dtype, "frozen": dict(identity)}
+    _publish(temporary, folder, meta)
     cache = KVCache.open(folder)
     log.info(
         "K/V cache built %s: %d images, %.1f MB (%.2f MB per image)",
@@ -134,6 +123,15 @@ def open_or_build_cache(
         cache.size_bytes / 2**20 / max(1, len(records)),
     )
     return cache
+
+
+def _publish(temporary: Path, folder: Path, meta: Mapping[str, Any]) -> None:
+    """Write ``meta.json`` last and rename the finished cache into place."""
+    (temporary / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    try:
+        temporary.rename(folder)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _write_arrays(

@@ -118,10 +118,10 @@ def slice_frozen_weights(side: VisionTransformer, frozen: VisionTransformer) -> 
 
     Along every dimension where the frozen size is k times the side size,
     every k-th entry is taken; for ``qkv`` and the heads this keeps each side
-    head inside the matching frozen head. Position embeddings are first
-    resampled to the side grid. Tensors without a compatible twin (classifier
-    head, a different patch kernel) keep their random init. Returns the number
-    of tensors initialised.
+    head inside the matching frozen head (a smaller patch kernel is subsampled
+    the same way). Position embeddings are first resampled to the side grid.
+    Tensors without a compatible twin (the classifier head) keep their random
+    init. Returns the number of tensors initialised.
     """
     source = frozen.state_dict()
     done = 0

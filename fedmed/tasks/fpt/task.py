@@ -7,7 +7,6 @@ is built once per site and split; only those trainable tensors travel.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -45,8 +44,6 @@ from fedmed.tasks.fpt.kv_cache import KVCache, file_identity, open_or_build_cach
 from fedmed.tasks.fpt.model import build_fpt_model
 from fedmed.tasks.fpt.train import predict, train_round
 from fedmed.tasks.registry import register_task
-
-log = logging.getLogger(__name__)
 
 CACHE_FOLDER = ".fpt_cache"
 EVAL_BATCH = 64
@@ -114,12 +111,8 @@ class FptTask(Task):
         metrics = train_round(
             model,
             data.train,
+            self.cfg,
             lr=float(round_config.get("lr", self.cfg.lr)),
-            weight_decay=self.cfg.weight_decay,
-            clip_norm=self.cfg.clip_norm,
-            batch_size=self.cfg.batch_size,
-            epochs=self.cfg.local_epochs,
-            max_steps=self.cfg.max_steps_per_round,
             server_round=server_round,
             num_rounds=max(self.num_rounds, server_round),
             seed=self.seed * 100_003 + data.site_id * 1_009 + server_round,
@@ -130,7 +123,7 @@ class FptTask(Task):
         return RoundResult(num_examples=data.num_train, metrics=metrics)
 
     def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
-        labels, probs = predict(model, data.test, EVAL_BATCH)
+        labels, probs = predict(model, data.test, EVAL_BATCH, self.cfg.num_workers)
         return RoundResult(
             num_examples=len(labels),
             metrics=classification_metrics(labels, probs),
@@ -151,7 +144,7 @@ class FptTask(Task):
         return self._dataset(records, "heldout", root, train=False)
 
     def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
-        labels, probs = predict(model, dataset, EVAL_BATCH)
+        labels, probs = predict(model, dataset, EVAL_BATCH, self.cfg.num_workers)
         return classification_metrics(labels, probs)
 
     def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:

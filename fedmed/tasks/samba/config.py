@@ -23,7 +23,7 @@ LocalizerMode = Literal["off", "local", "federated"]
 VIEWS: tuple[str, ...] = ("x", "y", "z")
 
 PAPER_EPOCHS: dict[str, int] = {"binary": 15, "mc": 50}
-"""Decoder epochs of the paper (Sec. 2.3) when ``samba.epochs`` is not set."""
+"""Decoder epochs of the paper (Sec. 2.3), used when ``samba.epochs`` is 0."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class SambaConfig:
     ``prompt``: ``tumour`` (box around the tumour, the paper's method) or
     ``brain`` (box around the brain, the paper's weaker baseline).
     ``localizer``: ``off``, ``local`` (YOLO trained per site, never sent) or
-    ``federated`` (YOLO weights are exchanged as well).
+    ``federated`` (YOLO weights are exchanged as well). ``epochs``: local
+    decoder epochs per round, 0 meaning the paper's 15 (binary) or 50 (mc).
     """
 
     sam_model: SamModel = "vit_b"
@@ -47,7 +48,7 @@ class SambaConfig:
     prompt: PromptMode = "tumour"
     views: str = "x,y,z"
     modalities: str = ",".join(MODALITIES)
-    epochs: int | None = None
+    epochs: int = 0
     batch_size: int = 16
     lr: float = 1e-5
     weight_decay: float = 0.0
@@ -131,7 +132,7 @@ class SambaConfig:
                 )
         if self.box_jitter < 0:
             raise ConfigError(f"samba.box-jitter must be >= 0, found {self.box_jitter}")
-        if self.epochs is not None and self.epochs < 0:
+        if self.epochs < 0:
             raise ConfigError(f"samba.epochs must be >= 0, found {self.epochs}")
         if self.lr <= 0 or self.voting_lr <= 0:
             raise ConfigError("samba.lr and samba.voting-lr must be > 0")
@@ -143,8 +144,8 @@ class SambaConfig:
 
     @property
     def decoder_epochs(self) -> int:
-        """Local decoder epochs: ``samba.epochs`` or the paper's 15 / 50."""
-        return PAPER_EPOCHS[self.variant] if self.epochs is None else self.epochs
+        """Local decoder epochs: ``samba.epochs``, or when 0 the paper's 15 / 50."""
+        return self.epochs or PAPER_EPOCHS[self.variant]
 
     @property
     def view_list(self) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 CLASS_NAME = "tumour"
 _NETWORK_SETTINGS = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "wandb")
 """ultralytics settings that phone home or log to third parties: all turned off."""
+_DETECT_CHUNK = 64
 
 
 def prepare_ultralytics() -> None:
@@ -193,10 +194,17 @@ def detect_boxes(
 
     yolo = YOLO(cfg.yolo_model, task="detect", verbose=False)
     yolo.model = copy.deepcopy(localizer).float().eval()
+    device = "0" if torch.cuda.is_available() else "cpu"
     rgb = [np.repeat(image[:, :, None], 3, axis=2) for image in images]
-    results = yolo.predict(
-        rgb, imgsz=cfg.yolo_imgsz, conf=cfg.yolo_conf, verbose=False, device="cpu"
-    )
+    results = []
+    for start in range(0, len(rgb), _DETECT_CHUNK):
+        results += yolo.predict(
+            rgb[start : start + _DETECT_CHUNK],
+            imgsz=cfg.yolo_imgsz,
+            conf=cfg.yolo_conf,
+            verbose=False,
+            device=device,
+        )
     boxes: list[np.ndarray | None] = []
     for result in results:
         if len(result.boxes) == 0:

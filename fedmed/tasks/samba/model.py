@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 DECODER_PREFIX = "sam.mask_decoder."
 VOTING_PREFIX = "voting."
 LOCALIZER_PREFIX = "localizer."
+OFFICIAL_CHECKPOINTS = {
+    "vit_b": "sam_vit_b_01ec64.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_h": "sam_vit_h_4b8939.pth",
+}
 
 
 class SambaModel(nn.Module):
@@ -115,9 +120,10 @@ def build_sam(cfg: SambaConfig) -> tuple[Sam, str]:
         description += f"@{Path(cfg.sam_checkpoint).resolve()}"
     elif cfg.sam_model != "tiny":
         logger.warning(
-            "samba.sam-checkpoint is empty: %s is randomly initialised, so "
-            "zero-shot results are meaningless (set it to e.g. sam_vit_b_01ec64.pth)",
+            "samba.sam-checkpoint is empty: %s is randomly initialised, so zero-shot "
+            "results are meaningless (set it to the official %s)",
             cfg.sam_model,
+            OFFICIAL_CHECKPOINTS[cfg.sam_model],
         )
     return sam, description
 
@@ -125,9 +131,9 @@ def build_sam(cfg: SambaConfig) -> tuple[Sam, str]:
 def _load_sam_checkpoint(sam: Sam, path: Path, arch: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(
-            f"SAM checkpoint {path} not found: download the official {arch} weights "
-            "(e.g. sam_vit_b_01ec64.pth from the segment-anything release) and set "
-            "samba.sam-checkpoint to its path"
+            f"SAM checkpoint {path} not found: put the official {arch} weights "
+            f"({OFFICIAL_CHECKPOINTS.get(arch, 'a state dict of this architecture')}, "
+            "segment-anything release) there or set samba.sam-checkpoint to their path"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = sam.load_state_dict(state, strict=False)

@@ -53,7 +53,9 @@ def lora_pairs(state: Mapping[str, Tensor]) -> dict[str, tuple[str, str]]:
 
 def state_ranks(state: Mapping[str, Tensor]) -> dict[str, int]:
     """Rank of every LoRA layer in an exchanged state (the rows of its A)."""
-    return {layer: int(state[a].shape[0]) for layer, (a, _) in lora_pairs(state).items()}
+    return {
+        layer: int(state[a].shape[0]) for layer, (a, _) in lora_pairs(state).items()
+    }
 
 
 def _normalised(weights: Sequence[float], count: int) -> list[float]:
@@ -62,7 +64,9 @@ def _normalised(weights: Sequence[float], count: int) -> list[float]:
     if len(weights) != count:
         raise ValueError(f"{count} states but {len(weights)} weights")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be >= 0 with a positive sum, found {list(weights)}")
+        raise ValueError(
+            f"weights must be >= 0 with a positive sum, found {list(weights)}"
+        )
     total = float(sum(weights))
     return [float(w) / total for w in weights]
 
@@ -74,10 +78,14 @@ def product_space_svd(
 
     ``factors`` holds (A_i, B_i); ``weights`` must already sum to one.
     """
-    b_cat = torch.cat([b.double() * math.sqrt(w) for (_, b), w in zip(factors, weights,
-                                                                       strict=True)], 1)
-    a_cat = torch.cat([a.double() * math.sqrt(w) for (a, _), w in zip(factors, weights,
-                                                                      strict=True)], 0)
+    b_cat = torch.cat(
+        [b.double() * math.sqrt(w) for (_, b), w in zip(factors, weights, strict=True)],
+        1,
+    )
+    a_cat = torch.cat(
+        [a.double() * math.sqrt(w) for (a, _), w in zip(factors, weights, strict=True)],
+        0,
+    )
     q_b, r_b = torch.linalg.qr(b_cat)
     q_a, r_a = torch.linalg.qr(a_cat.T)
     u, s, vh = torch.linalg.svd(r_b @ r_a.T)
@@ -87,7 +95,7 @@ def product_space_svd(
 def choose_rank(
     singular: Tensor, ranks: Sequence[int], rule: RankRule, energy: float = 0.99
 ) -> int:
-    """Rank of the re-factorised aggregate: max / sum of site ranks or an energy share."""
+    """Rank of the re-factorised aggregate: max / sum of site ranks or energy share."""
     if rule == "max":
         return max(ranks)
     if rule == "sum":
@@ -105,7 +113,7 @@ def choose_rank(
 def refactorise(
     u: Tensor, s: Tensor, vh: Tensor, rank: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """A (rank, in), B (out, rank) with √S split between them; zero σ get fresh A rows."""
+    """A (rank, in), B (out, rank) sharing √S; zero σ get fresh Kaiming A rows."""
     out_features, in_features = u.shape[0], vh.shape[1]
     a = torch.zeros(rank, in_features, dtype=torch.float64)
     b = torch.zeros(out_features, rank, dtype=torch.float64)
@@ -141,7 +149,7 @@ def aggregate_product_space(
     paired = {key for pair in pairs.values() for key in pair}
     rest = [k for k in states[0] if k not in paired]
     out = weighted_mean([{k: s[k] for k in rest} for s in states], norm) if rest else {}
-    for layer, (a_key, b_key) in sorted(pairs.items()):
+    for _, (a_key, b_key) in sorted(pairs.items()):
         factors = [(s[a_key], s[b_key]) for s in states]
         u, s, vh = product_space_svd(factors, norm)
         rank = choose_rank(s, [a.shape[0] for a, _ in factors], rank_rule, energy)
@@ -155,7 +163,7 @@ def aggregate_product_space(
 def aggregate_zero_padded(
     states: Sequence[Mapping[str, Tensor]], weights: Sequence[float]
 ) -> dict[str, Tensor]:
-    """Naive heterogeneous-rank FedAvg: zero-pad factors to the largest rank, average."""
+    """Naive heterogeneous-rank FedAvg: zero-pad to the largest rank, then average."""
     norm = _normalised(weights, len(states))
     padded = [dict(s) for s in states]
     for a_key, b_key in lora_pairs(states[0]).values():
@@ -196,8 +204,16 @@ def check_lora_state(
         )
     pairs = lora_pairs(reference)
     for layer, (a_key, b_key) in pairs.items():
-        _check_pair(received, reference, layer, a_key, b_key, source, max_rank,
-                    (min_ranks or {}).get(layer, 1))
+        _check_pair(
+            received,
+            reference,
+            layer,
+            a_key,
+            b_key,
+            source,
+            max_rank,
+            (min_ranks or {}).get(layer, 1),
+        )
     paired = {key for pair in pairs.values() for key in pair}
     for key, ref in reference.items():
         if key not in paired and tuple(received[key].shape) != tuple(ref.shape):
@@ -205,6 +221,10 @@ def check_lora_state(
                 f"{source}: tensor {key!r} has shape {tuple(received[key].shape)}, "
                 f"expected {tuple(ref.shape)}"
             )
+    _check_values(received, source)
+
+
+def _check_values(received: Mapping[str, Tensor], source: str) -> None:
     for key, value in received.items():
         if not torch.is_floating_point(value):
             raise UpdateRejected(f"{source}: tensor {key!r} has dtype {value.dtype}")
@@ -216,7 +236,12 @@ def _check_pair(received, reference, layer, a_key, b_key, source, max_rank, min_
     a, b = received[a_key], received[b_key]
     in_features = reference[a_key].shape[1]
     out_features = reference[b_key].shape[0]
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != in_features or b.shape[0] != out_features:
+    if (
+        a.ndim != 2
+        or b.ndim != 2
+        or a.shape[1] != in_features
+        or b.shape[0] != out_features
+    ):
         raise UpdateRejected(
             f"{source}: layer {layer!r} has A {tuple(a.shape)} and B {tuple(b.shape)}, "
             f"expected A (r, {in_features}) and B ({out_features}, r)"

@@ -79,28 +79,37 @@ def load_pretrained(folder: str | Path) -> Backbone:
     missing = [name for name in PIPELINE_FOLDERS if not (root / name).is_dir()]
     if missing:
         raise FileNotFoundError(
-            f"Stable Diffusion folder {root} lacks {', '.join(missing)}/: put a local copy "
-            "of stable-diffusion-v1-5 (diffusers layout) there, or leave selora.pretrained "
+            f"Stable Diffusion folder {root} lacks {', '.join(missing)}/: put a local "
+            "copy of stable-diffusion-v1-5 (diffusers layout) there, or leave "
+            "selora.pretrained "
             "empty for the tiny random architecture"
         )
     return Backbone(
         unet=UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True),
-        text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder",
-                                                   local_files_only=True),
-        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
+        text_encoder=CLIPTextModel.from_pretrained(
+            root / "text_encoder", local_files_only=True
+        ),
+        tokenizer=CLIPTokenizer.from_pretrained(
+            root / "tokenizer", local_files_only=True
+        ),
         vae=AutoencoderKL.from_pretrained(root / "vae", local_files_only=True),
-        scheduler=DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True),
+        scheduler=DDPMScheduler.from_pretrained(
+            root / "scheduler", local_files_only=True
+        ),
     )
 
 
 def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none."""
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair, repeat."""
     while len(symbols) > 1:
-        pairs = [(ranks.get(p, len(ranks)), i) for i, p in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [
+            (ranks.get(p, len(ranks)), i)
+            for i, p in enumerate(zip(symbols, symbols[1:], strict=False))
+        ]
         rank, i = min(pairs)
         if rank == len(ranks):
             break
-        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2 :]
     return symbols
 
 
@@ -141,29 +150,51 @@ def tiny_backbone(
 
 def _tiny_parts(words, width, resolution, max_tokens, vae) -> Backbone:
     tokenizer = tiny_tokenizer(words, max_tokens)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=max_tokens,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=width,
-    ))
-    autoencoder = None
-    channels, size = 3, resolution
-    if vae:
-        autoencoder = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(8, 16), sample_size=resolution,
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=max_tokens,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            projection_dim=width,
         )
-        channels, size = 4, resolution // 2
+    )
+    autoencoder = _tiny_vae(resolution) if vae else None
+    channels, size = (4, resolution // 2) if vae else (3, resolution)
     unet = UNet2DConditionModel(
-        sample_size=size, in_channels=channels, out_channels=channels,
-        block_out_channels=(width, 2 * width), layers_per_block=1,
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(width, 2 * width),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=width, attention_head_dim=8, norm_num_groups=8,
+        cross_attention_dim=width,
+        attention_head_dim=8,
+        norm_num_groups=8,
     )
-    return Backbone(unet, text_encoder, tokenizer, autoencoder, DDPMScheduler(**SD_SCHEDULER))
+    return Backbone(
+        unet, text_encoder, tokenizer, autoencoder, DDPMScheduler(**SD_SCHEDULER)
+    )
+
+
+def _tiny_vae(resolution: int) -> AutoencoderKL:
+    """Two-level AutoencoderKL: 3 x R x R images <-> 4 x R/2 x R/2 latents."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        sample_size=resolution,
+    )
 
 
 def freeze(*modules: nn.Module | None) -> None:

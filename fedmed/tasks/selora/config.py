@@ -68,6 +68,13 @@ class SeLoRAConfig:
     clip_weights: str = ""
 
     def __post_init__(self) -> None:
+        self._check_counts()
+        self._check_relations()
+        self.split_fractions  # noqa: B018 - validates the split string
+        self.seeds  # noqa: B018 - validates the seed list
+
+    def _check_counts(self) -> None:
+        """Sizes and counts: >= 1, or >= 0 where 0 means no limit."""
         positive = {
             "tiny-width": self.tiny_width,
             "resolution": self.resolution,
@@ -83,11 +90,22 @@ class SeLoRAConfig:
         }
         for key, value in positive.items():
             if value < 1:
-                raise ConfigError(f"selora.{key}: expected an integer >= 1, found {value}")
-        for key, value in {"max-rank": self.max_rank, "max-steps": self.max_steps,
-                           "eval-samples": self.eval_samples}.items():
+                raise ConfigError(
+                    f"selora.{key}: expected an integer >= 1, found {value}"
+                )
+        limits = {
+            "max-rank": self.max_rank,
+            "max-steps": self.max_steps,
+            "eval-samples": self.eval_samples,
+        }
+        for key, value in limits.items():
             if value < 0:
-                raise ConfigError(f"selora.{key}: expected >= 0 (0 = no limit), found {value}")
+                raise ConfigError(
+                    f"selora.{key}: expected >= 0 (0 = no limit), found {value}"
+                )
+
+    def _check_relations(self) -> None:
+        """Values that must agree with each other or lie in a range."""
         if self.adalora_init_rank < self.adalora_target_rank:
             raise ConfigError(
                 f"selora.adalora-init-rank ({self.adalora_init_rank}) must be >= "
@@ -104,11 +122,13 @@ class SeLoRAConfig:
                 f"positive, found {self.expand_threshold}, {self.lora_alpha}, {self.lr}"
             )
         if not 0.0 < self.energy <= 1.0:
-            raise ConfigError(f"selora.energy: expected a value in (0, 1], found {self.energy}")
+            raise ConfigError(
+                f"selora.energy: expected a value in (0, 1], found {self.energy}"
+            )
         if not self.unet_targets_list and not self.text_targets_list:
-            raise ConfigError("selora.unet-targets and selora.text-targets are both empty")
-        self.split_fractions  # noqa: B018 - validates the split string
-        self.seeds  # noqa: B018 - validates the seed list
+            raise ConfigError(
+                "selora.unet-targets and selora.text-targets are both empty"
+            )
 
     @property
     def unet_targets_list(self) -> tuple[str, ...]:
@@ -127,7 +147,8 @@ class SeLoRAConfig:
             parts = [float(p) for p in csv_list(self.split)]
         except ValueError:
             raise ConfigError(
-                f"selora.split: expected comma-separated fractions, found {self.split!r}"
+                "selora.split: expected comma-separated fractions, "
+                f"found {self.split!r}"
             ) from None
         if len(parts) == 2:
             parts = [parts[0], 0.0, parts[1]]

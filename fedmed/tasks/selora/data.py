@@ -30,8 +30,12 @@ def load_pairs(folder: Path, cfg: SeLoRAConfig) -> list[ReportImage]:
 
 
 def site_splits(
-    folder: Path, cfg: SeLoRAConfig, site_id: int, seed: int,
-    partition: int | None = None, num_partitions: int | None = None,
+    folder: Path,
+    cfg: SeLoRAConfig,
+    site_id: int,
+    seed: int,
+    partition: int | None = None,
+    num_partitions: int | None = None,
 ) -> SiteData:
     """Train / val / test of one site; a shared folder is cut into equal shards."""
     pairs = load_pairs(folder, cfg)

@@ -33,7 +33,9 @@ class NestedRankSampler:
             raise ValueError("model has no LoRA layers; inject adapters first")
         ranks = {layer_rank(layer) for layer in self.layers.values()}
         if len(ranks) != 1:
-            raise ValueError(f"DyLoRA expects one rank for every layer, found {sorted(ranks)}")
+            raise ValueError(
+                f"DyLoRA expects one rank for every layer, found {sorted(ranks)}"
+            )
         self.rank = ranks.pop()
         self.generator = generator
         self.alphas = {n: layer.lora_alpha[ADAPTER] for n, layer in self.layers.items()}
@@ -54,8 +56,10 @@ class NestedRankSampler:
         def hook(module, inputs, output: Tensor) -> Tensor:
             return output * mask.to(output)
 
-        handles = [layer.lora_A[ADAPTER].register_forward_hook(hook)
-                   for layer in self.layers.values()]
+        handles = [
+            layer.lora_A[ADAPTER].register_forward_hook(hook)
+            for layer in self.layers.values()
+        ]
         for name, layer in self.layers.items():
             layer.scaling[ADAPTER] = self.alphas[name] / b
         try:

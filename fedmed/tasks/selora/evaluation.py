@@ -17,8 +17,6 @@ small random-init open_clip model.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import open_clip
 import torch
@@ -38,10 +36,14 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @torch.no_grad()
 def sample_pixel_space(
-    model: TextToImageDiffusion, prompts: list[str], seed: int, steps: int,
-    guidance: float, resolution: int,
+    model: TextToImageDiffusion,
+    prompts: list[str],
+    seed: int,
+    steps: int,
+    guidance: float,
+    resolution: int,
 ) -> Tensor:
-    """DDPM ancestral sampling with classifier-free guidance, no VAE: images in [0, 1]."""
+    """DDPM sampling with classifier-free guidance, no VAE: images in [0, 1]."""
     scheduler = DDPMScheduler.from_config(model.noise_scheduler.config)
     scheduler.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
@@ -51,7 +53,9 @@ def sample_pixel_space(
     context = model.encode_text(model.tokenize(prompts))
     empty = model.encode_text(model.tokenize([""] * len(prompts)))
     for t in scheduler.timesteps:
-        both = model.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([empty, context]))
+        both = model.unet(
+            torch.cat([x, x]), t, encoder_hidden_states=torch.cat([empty, context])
+        )
         uncond, cond = both.sample.chunk(2)
         eps = uncond + guidance * (cond - uncond)
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
@@ -60,22 +64,38 @@ def sample_pixel_space(
 
 @torch.no_grad()
 def generate_images(
-    model: TextToImageDiffusion, prompts: list[str], seed: int, steps: int,
-    guidance: float, resolution: int,
+    model: TextToImageDiffusion,
+    prompts: list[str],
+    seed: int,
+    steps: int,
+    guidance: float,
+    resolution: int,
 ) -> Tensor:
     """Images (N, 3, R, R) in [0, 1] for ``prompts`` with the model's adapters."""
     if model.vae is None:
         return sample_pixel_space(model, prompts, seed, steps, guidance, resolution)
     pipe = StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
         unet=model.unet,
-        scheduler=PNDMScheduler.from_config(model.noise_scheduler.config, skip_prk_steps=True),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        scheduler=PNDMScheduler.from_config(
+            model.noise_scheduler.config, skip_prk_steps=True
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(prompts, height=resolution, width=resolution, num_inference_steps=steps,
-               guidance_scale=guidance, output_type="pt",
-               generator=torch.Generator().manual_seed(seed))
+    out = pipe(
+        prompts,
+        height=resolution,
+        width=resolution,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(seed),
+    )
     return out.images.float().cpu()
 
 
@@ -90,9 +110,12 @@ class ProxyFeatures(nn.Module):
         with torch.random.fork_rng():
             torch.manual_seed(PROXY_SEED)
             self.net = nn.Sequential(
-                nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(3, 32, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=2, padding=1),
+                nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(),
             )
         self.requires_grad_(False)
@@ -104,7 +127,9 @@ class ProxyFeatures(nn.Module):
 def fid_metric(inception_weights: str) -> tuple[str, FrechetInceptionDistance]:
     """(metric name, torchmetrics FID): Inception from a user path, else the proxy."""
     if not inception_weights:
-        return "fid_proxy", FrechetInceptionDistance(feature=ProxyFeatures(), normalize=True)
+        return "fid_proxy", FrechetInceptionDistance(
+            feature=ProxyFeatures(), normalize=True
+        )
     try:
         import torch_fidelity  # noqa: F401
     except ImportError:
@@ -114,7 +139,8 @@ def fid_metric(inception_weights: str) -> tuple[str, FrechetInceptionDistance]:
             "to report fid_proxy"
         ) from None
     return "fid", FrechetInceptionDistance(
-        feature=2048, normalize=True, feature_extractor_weights_path=inception_weights)
+        feature=2048, normalize=True, feature_extractor_weights_path=inception_weights
+    )
 
 
 def clip_model(cfg: SeLoRAConfig) -> tuple[str, nn.Module, int]:
@@ -127,15 +153,21 @@ def clip_model(cfg: SeLoRAConfig) -> tuple[str, nn.Module, int]:
         model = open_clip.CLIP(
             embed_dim=64,
             vision_cfg={"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-            text_cfg={"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4,
-                      "layers": 2},
+            text_cfg={
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": 64,
+                "heads": 4,
+                "layers": 2,
+            },
         )
     return "clip_score_proxy", model.eval(), 64
 
 
 @torch.no_grad()
-def clip_score(model: nn.Module, size: int, images: Tensor, prompts: list[str],
-               clip_name: str) -> float:
+def clip_score(
+    model: nn.Module, size: int, images: Tensor, prompts: list[str], clip_name: str
+) -> float:
     """Mean 100 * max(cos(image, text), 0) (Hessel et al. 2021) over the pairs."""
     tokenizer = open_clip.get_tokenizer(clip_name)
     pixels = F.interpolate(images.float(), size=size, mode="bicubic").clamp(0, 1)
@@ -164,23 +196,28 @@ def evaluate_generation(
     clip_name, clip, clip_size = clip_model(cfg)
     fids, clips = [], []
     for seed in cfg.seeds:
-        fake = torch.cat([
-            generate_images(model, prompts[i:i + cfg.eval_batch_size], seed,
-                            cfg.num_inference_steps, cfg.guidance_scale, cfg.resolution)
-            for i in range(0, len(prompts), cfg.eval_batch_size)
-        ])
+        fake = torch.cat(
+            [
+                generate_images(
+                    model,
+                    prompts[i : i + cfg.eval_batch_size],
+                    seed,
+                    cfg.num_inference_steps,
+                    cfg.guidance_scale,
+                    cfg.resolution,
+                )
+                for i in range(0, len(prompts), cfg.eval_batch_size)
+            ]
+        )
         fid.reset()
         fid.update(real, real=True)
         fid.update(fake, real=False)
         fids.append(float(fid.compute()))
         clips.append(clip_score(clip, clip_size, fake, prompts, cfg.clip_model))
     return {
-        fid_name: float(np.mean(fids)), f"{fid_name}_std": float(np.std(fids)),
-        clip_name: float(np.mean(clips)), f"{clip_name}_std": float(np.std(clips)),
+        fid_name: float(np.mean(fids)),
+        f"{fid_name}_std": float(np.std(fids)),
+        clip_name: float(np.mean(clips)),
+        f"{clip_name}_std": float(np.std(clips)),
         "generated_images": float(len(prompts) * len(cfg.seeds)),
     }
-
-
-def finite_or_nan(value: float) -> float:
-    """Metric values that JSON and Flower records accept (inf becomes NaN)."""
-    return value if math.isfinite(value) else float("nan")

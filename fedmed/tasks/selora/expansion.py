@@ -32,7 +32,13 @@ from fedmed.tasks.selora.fisher import (
     FisherScores,
     batch_gradient_score,
 )
-from fedmed.tasks.selora.layer import expand_layer, kaiming_row, layer_rank, lora_layers
+from fedmed.tasks.selora.layer import (
+    ADAPTER,
+    expand_layer,
+    kaiming_row,
+    layer_rank,
+    lora_layers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ LossFn = Callable[[], Tensor]
 
 
 class SelfExpansion:
-    """Step function of SeLoRA training (Algorithm 1) over every LoRA layer of a model."""
+    """Step function of SeLoRA training (Algorithm 1) over every LoRA layer."""
 
     def __init__(
         self,
@@ -55,7 +61,9 @@ class SelfExpansion:
             raise ValueError(f"expansion interval t must be >= 1, found {every}")
         self.layers = lora_layers(model)
         if not self.layers:
-            raise ValueError("model has no LoRA layers to expand; inject adapters first")
+            raise ValueError(
+                "model has no LoRA layers to expand; inject adapters first"
+            )
         self.every = every
         self.threshold = threshold
         self.fisher = fisher
@@ -88,10 +96,13 @@ class SelfExpansion:
         else:
             loss = loss_fn()
             loss.backward()
-            current = {n: batch_gradient_score(layer) for n, layer in self.layers.items()}
+            current = {
+                n: batch_gradient_score(layer) for n, layer in self.layers.items()
+            }
             optimizer.step()
-            scores = self._batch_candidate_scores(loss_fn, optimizer, candidates, current,
-                                                  batch_size)
+            scores = self._batch_candidate_scores(
+                loss_fn, optimizer, candidates, current, batch_size
+            )
         optimizer.zero_grad(set_to_none=True)
         self.expand(scores, candidates, optimizer)
         return float(loss.detach())
@@ -117,14 +128,14 @@ class SelfExpansion:
     def _draw_candidates(self) -> dict[str, Tensor]:
         rows = {}
         for name, layer in self.layers.items():
-            weight = layer.lora_A["default"].weight
+            weight = layer.lora_A[ADAPTER].weight
             row = kaiming_row(weight.shape[1], self.generator, dtype=weight.dtype)
             rows[name] = row.to(weight.device)
         return rows
 
     def _rank_cap(self, name: str) -> int:
-        weight = self.layers[name].lora_A["default"].weight
-        out_features = self.layers[name].lora_B["default"].weight.shape[0]
+        weight = self.layers[name].lora_A[ADAPTER].weight
+        out_features = self.layers[name].lora_B[ADAPTER].weight.shape[0]
         cap = min(weight.shape[1], out_features)
         return min(cap, self.max_rank) if self.max_rank else cap
 

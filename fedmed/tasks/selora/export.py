@@ -32,12 +32,16 @@ def lora_export_config(component: nn.Module, targets: tuple[str, ...]) -> LoraCo
     """LoRA config reproducing every layer's current rank and scaling."""
     layers = lora_layers(component)
     ranks = {name: layer_rank(layer) for name, layer in layers.items()}
-    alphas = {name: float(layer.scaling[ADAPTER] * ranks[name])
-              for name, layer in layers.items()}
+    alphas = {
+        name: float(layer.scaling[ADAPTER] * ranks[name])
+        for name, layer in layers.items()
+    }
     base_rank = min(ranks.values())
     base_name = next(n for n, r in ranks.items() if r == base_rank)
     return LoraConfig(
-        r=base_rank, lora_alpha=alphas[base_name], target_modules=list(targets),
+        r=base_rank,
+        lora_alpha=alphas[base_name],
+        target_modules=list(targets),
         lora_dropout=0.0,
         rank_pattern={n: r for n, r in ranks.items() if r != base_rank},
         alpha_pattern={n: a for n, a in alphas.items() if a != alphas[base_name]},
@@ -45,7 +49,10 @@ def lora_export_config(component: nn.Module, targets: tuple[str, ...]) -> LoraCo
 
 
 def export_component(
-    component: nn.Module, targets: tuple[str, ...], folder: Path, method: str,
+    component: nn.Module,
+    targets: tuple[str, ...],
+    folder: Path,
+    method: str,
     tuner=None,
 ) -> Path:
     """Write one component's adapter folder in peft's format."""
@@ -57,13 +64,19 @@ def export_component(
     else:
         config = lora_export_config(component, targets)
         state = {
-            key: value for key, value in component.state_dict().items()
+            key: value
+            for key, value in component.state_dict().items()
             if ".lora_A." in key or ".lora_B." in key
         }
-        state = {key.replace(f".{ADAPTER}.", "."): value for key, value in state.items()}
+        state = {
+            key.replace(f".{ADAPTER}.", "."): value for key, value in state.items()
+        }
         config.save_pretrained(str(folder))
-    save_file({PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()},
-              str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(
+        {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()},
+        str(folder / WEIGHTS_NAME),
+        metadata={"format": "pt"},
+    )
     return folder
 
 
@@ -76,11 +89,16 @@ def export_adapters(
         if not targets:
             continue
         written[component] = export_component(
-            getattr(model, component), targets, Path(out) / component, cfg.method,
+            getattr(model, component),
+            targets,
+            Path(out) / component,
+            cfg.method,
             model.tuners.get(component),
         )
-    ranks = {c: {n: layer_rank(layer) for n, layer in lora_layers(getattr(model, c)).items()}
-             for c in written}
+    ranks = {
+        c: {n: layer_rank(layer) for n, layer in lora_layers(getattr(model, c)).items()}
+        for c in written
+    }
     if cfg.method != "adalora":
         (Path(out) / "ranks.json").write_text(json.dumps(ranks, indent=1) + "\n")
     return written

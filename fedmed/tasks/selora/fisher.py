@@ -56,7 +56,7 @@ class FisherScores:
 def per_sample_gradients(
     x: Tensor, g: Tensor, a: Tensor, b: Tensor, k: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample gradients of A (n, r, in), B (n, out, r) and the new B column (n, out).
+    """Per-sample gradients of A (n, r, in), B (n, out, r), new B column (n, out).
 
     ``x`` (n, t, in) is the adapter input, ``g`` (n, t, out) the gradient with
     respect to ``lora_B``'s output, ``k`` (1, in) the candidate row of A.
@@ -88,12 +88,14 @@ class FisherProbe:
         mode: FisherMode = "per-sample",
     ) -> None:
         if mode not in ("per-sample", "batch"):
-            raise ValueError(f"fisher mode must be 'per-sample' or 'batch', found {mode!r}")
+            raise ValueError(
+                f"fisher mode must be 'per-sample' or 'batch', found {mode!r}"
+            )
         self.layers = dict(layers)
         self.candidates = dict(candidates)
         self.mode = mode
-        self._inputs: dict[str, list[Tensor]] = {n: [] for n in self.layers}
-        self._grads: dict[str, dict[int, Tensor]] = {n: {} for n in self.layers}
+        self._inputs: dict[str, list[Tensor | None]] = {n: [] for n in self.layers}
+        self._sums: dict[str, list[Tensor]] = {}
         self._handles: list = []
 
     def __enter__(self) -> FisherProbe:
@@ -119,37 +121,41 @@ class FisherProbe:
 
     def _output_hook(self, name: str):
         def hook(module, inputs, output):
-            if not output.requires_grad:
-                return
-            call = len(self._inputs[name]) - 1
-
-            def store(grad: Tensor) -> None:
-                self._grads[name][call] = grad.detach()
-
-            output.register_hook(store)
+            if output.requires_grad:
+                call = len(self._inputs[name]) - 1
+                output.register_hook(lambda grad: self._accumulate(name, call, grad))
 
         return hook
+
+    def _accumulate(self, name: str, call: int, grad: Tensor) -> None:
+        """Add one call's per-sample gradients as soon as its output gradient exists."""
+        layer = self.layers[name]
+        a = layer.lora_A[ADAPTER].weight.detach()
+        b = layer.lora_B[ADAPTER].weight.detach()
+        x, self._inputs[name][call] = self._inputs[name][call], None
+        n = x.shape[0]
+        x3 = x.reshape(n, -1, x.shape[-1]).to(a)
+        g3 = grad.detach().reshape(n, -1, grad.shape[-1]).to(a)
+        parts = per_sample_gradients(x3, g3, a, b, self.candidates[name].to(a))
+        if name in self._sums:
+            for acc, part in zip(self._sums[name], parts, strict=True):
+                acc += part
+        else:
+            self._sums[name] = list(parts)
 
     def scores(self, batch_size: int) -> dict[str, FisherScores]:
         """FI-Scores per layer from the captured pass (``batch_size`` samples)."""
         return {name: self._layer_scores(name, batch_size) for name in self.layers}
 
     def _layer_scores(self, name: str, batch_size: int) -> FisherScores:
-        layer = self.layers[name]
-        a = layer.lora_A[ADAPTER].weight.detach()
-        b = layer.lora_B[ADAPTER].weight.detach()
-        k = self.candidates[name].to(a)
-        sums = [torch.zeros(batch_size, *s, dtype=a.dtype, device=a.device)
-                for s in (a.shape, b.shape, (b.shape[0],))]
-        for call, x in enumerate(self._inputs[name]):
-            if call not in self._grads[name]:
-                continue
-            g = self._grads[name][call]
-            x3 = x.reshape(batch_size, -1, x.shape[-1]).to(a)
-            g3 = g.reshape(batch_size, -1, g.shape[-1]).to(a)
-            for acc, part in zip(sums, per_sample_gradients(x3, g3, a, b, k), strict=True):
-                acc += part
-        grad_a, grad_b, grad_new = sums
+        if name not in self._sums:
+            return FisherScores(current=0.0, candidate=0.0)
+        grad_a, grad_b, grad_new = self._sums[name]
+        if grad_a.shape[0] != batch_size:
+            raise ValueError(
+                f"layer {name} saw {grad_a.shape[0]} samples per call, expected "
+                f"{batch_size}; the probe needs the batch on the first dimension"
+            )
         if self.mode == "batch":
             current = grad_a.sum(0).pow(2).sum() + grad_b.sum(0).pow(2).sum()
             new = grad_new.sum(0).pow(2).sum()

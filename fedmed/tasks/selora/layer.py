@@ -27,11 +27,13 @@ KAIMING_A = math.sqrt(5)  # same distribution as peft's initial LoRA A
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
-    """Every peft LoRA layer of ``model`` that holds the default adapter, by name."""
+    """Every peft LoRA linear layer with the default adapter, by name (no AdaLoRA)."""
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, LoraLayer) and ADAPTER in getattr(module, "lora_A", {})
+        if isinstance(module, LoraLayer)
+        and ADAPTER in module.lora_A
+        and isinstance(module.lora_A[ADAPTER], nn.Linear)
     }
 
 
@@ -96,10 +98,13 @@ def expand_layer(
     b = layer.lora_B[ADAPTER].weight.detach()
     if new_row.shape != (1, a.shape[1]):
         raise ValueError(
-            f"new row of A must have shape (1, {a.shape[1]}), found {tuple(new_row.shape)}"
+            f"new row of A must have shape (1, {a.shape[1]}), "
+            f"found {tuple(new_row.shape)}"
         )
     new_a = torch.cat([a, new_row.to(a)], dim=0)
-    new_b = torch.cat([b, torch.zeros(b.shape[0], 1, dtype=b.dtype, device=b.device)], 1)
+    new_b = torch.cat(
+        [b, torch.zeros(b.shape[0], 1, dtype=b.dtype, device=b.device)], 1
+    )
     old_a, old_b = _set_factors(layer, new_a, new_b)
     if optimizer is not None:
         swap_parameter(optimizer, old_a, layer.lora_A[ADAPTER].weight, grow_dim=0)

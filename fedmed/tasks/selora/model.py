@@ -23,7 +23,12 @@ from peft import AdaLoraConfig, LoraConfig, inject_adapter_in_model
 from peft.tuners.adalora import AdaLoraModel
 from torch import Tensor, nn
 
-from fedmed.tasks.selora.backbone import Backbone, freeze, load_pretrained, tiny_backbone
+from fedmed.tasks.selora.backbone import (
+    Backbone,
+    freeze,
+    load_pretrained,
+    tiny_backbone,
+)
 from fedmed.tasks.selora.config import SeLoRAConfig
 from fedmed.tasks.selora.layer import ADAPTER, reset_lora_init
 
@@ -46,7 +51,7 @@ class DiffusionBatch:
 
 
 class TextToImageDiffusion(nn.Module):
-    """Frozen latent-diffusion backbone with trainable adapters (noise-prediction MSE)."""
+    """Frozen latent-diffusion backbone with trainable adapters (noise MSE loss)."""
 
     def __init__(self, backbone: Backbone, method: str) -> None:
         super().__init__()
@@ -65,8 +70,11 @@ class TextToImageDiffusion(nn.Module):
     def tokenize(self, reports: list[str]) -> Tensor:
         """Token ids padded / truncated to the tokenizer's length (77 for SD)."""
         return self.tokenizer(
-            reports, padding="max_length", truncation=True,
-            max_length=self.tokenizer.model_max_length, return_tensors="pt",
+            reports,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
         ).input_ids.to(self.device)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:
@@ -74,7 +82,9 @@ class TextToImageDiffusion(nn.Module):
         return self.text_encoder(input_ids)[0]
 
     @torch.no_grad()
-    def encode_images(self, pixels: Tensor, generator: torch.Generator | None) -> Tensor:
+    def encode_images(
+        self, pixels: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
         """VAE latents (scaled as SD does), or the pixels themselves without a VAE."""
         pixels = pixels.to(self.device)
         if self.vae is None:
@@ -83,21 +93,29 @@ class TextToImageDiffusion(nn.Module):
         return latents * self.vae.config.scaling_factor
 
     def prepare(
-        self, pixels: Tensor, reports: list[str], generator: torch.Generator | None = None
+        self,
+        pixels: Tensor,
+        reports: list[str],
+        generator: torch.Generator | None = None,
     ) -> DiffusionBatch:
         """Latents, noise and uniformly drawn timesteps for one batch."""
         latents = self.encode_images(pixels, generator)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator)
-        return DiffusionBatch(latents, noise, timesteps.to(self.device),
-                              self.tokenize(reports))
+        return DiffusionBatch(
+            latents, noise, timesteps.to(self.device), self.tokenize(reports)
+        )
 
     def loss(self, batch: DiffusionBatch) -> Tensor:
         """Noise-prediction MSE of the U-Net on the noised latents."""
-        noisy = self.noise_scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        noisy = self.noise_scheduler.add_noise(
+            batch.latents, batch.noise, batch.timesteps
+        )
         context = self.encode_text(batch.input_ids)
-        prediction = self.unet(noisy, batch.timesteps, encoder_hidden_states=context).sample
+        prediction = self.unet(
+            noisy, batch.timesteps, encoder_hidden_states=context
+        ).sample
         return F.mse_loss(prediction.float(), batch.noise.float())
 
 
@@ -110,13 +128,20 @@ def adapter_config(cfg: SeLoRAConfig, targets: tuple[str, ...]) -> LoraConfig:
     """peft config of one component's adapter for the configured method."""
     if cfg.method == "adalora":
         return AdaLoraConfig(
-            init_r=cfg.adalora_init_rank, target_r=cfg.adalora_target_rank,
-            lora_alpha=cfg.lora_alpha, target_modules=list(targets), lora_dropout=0.0,
+            init_r=cfg.adalora_init_rank,
+            target_r=cfg.adalora_target_rank,
+            lora_alpha=cfg.lora_alpha,
+            target_modules=list(targets),
+            lora_dropout=0.0,
             total_step=ADALORA_PLACEHOLDER_STEPS,
         )
     rank = cfg.init_rank if cfg.method == "selora" else cfg.baseline_rank
-    return LoraConfig(r=rank, lora_alpha=cfg.lora_alpha, target_modules=list(targets),
-                      lora_dropout=0.0)
+    return LoraConfig(
+        r=rank,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=list(targets),
+        lora_dropout=0.0,
+    )
 
 
 def inject_adapters(
@@ -143,8 +168,14 @@ def build_diffusion_model(
     if cfg.pretrained:
         backbone = load_pretrained(cfg.pretrained)
     else:
-        backbone = tiny_backbone(words, width=cfg.tiny_width, resolution=cfg.resolution,
-                                 max_tokens=cfg.max_tokens, vae=cfg.tiny_vae, seed=seed)
+        backbone = tiny_backbone(
+            words,
+            width=cfg.tiny_width,
+            resolution=cfg.resolution,
+            max_tokens=cfg.max_tokens,
+            vae=cfg.tiny_vae,
+            seed=seed,
+        )
     freeze(backbone.unet, backbone.text_encoder, backbone.vae)
     model = TextToImageDiffusion(backbone, cfg.method)
     with torch.random.fork_rng():

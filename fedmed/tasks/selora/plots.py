@@ -11,11 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 HEATMAP_NAME = "selora_ranks.png"
 # block = the path up to the attention / feed-forward / resnet sub-module
@@ -34,8 +32,9 @@ def split_layer_name(name: str) -> tuple[str, str, str]:
     return component, match["block"], match["kind"]
 
 
-def rank_grid(ranks: Mapping[str, int], component: str) -> tuple[list[str], list[str],
-                                                                 np.ndarray]:
+def rank_grid(
+    ranks: Mapping[str, int], component: str
+) -> tuple[list[str], list[str], np.ndarray]:
     """(row kinds, column blocks, ranks with NaN where a block lacks that kind)."""
     kinds: list[str] = []
     blocks: list[str] = []
@@ -55,37 +54,50 @@ def rank_grid(ranks: Mapping[str, int], component: str) -> tuple[list[str], list
     return kinds, blocks, grid
 
 
-def plot_rank_heatmap(ranks: Mapping[str, int], folder: str | Path,
-                      title: str = "SeLoRA final rank per layer") -> Path:
+def plot_rank_heatmap(
+    ranks: Mapping[str, int],
+    folder: str | Path,
+    title: str = "SeLoRA final rank per layer",
+) -> Path:
     """Write ``selora_ranks.png`` (one panel per component) into ``folder``."""
     components = list(dict.fromkeys(name.partition(".")[0] for name in ranks))
     if not components:
         raise ValueError("no layer ranks to plot")
-    fig, axes = plt.subplots(len(components), 1, squeeze=False,
-                             figsize=(10, 2.2 + 1.8 * len(components)))
+    fig = Figure(figsize=(10, 2.2 + 1.8 * len(components)))
+    axes = fig.subplots(len(components), 1, squeeze=False)
     top = max(ranks.values())
     for ax, component in zip(axes[:, 0], components, strict=True):
         kinds, blocks, grid = rank_grid(ranks, component)
-        image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis",
-                          vmin=1, vmax=max(top, 2))
+        image = ax.imshow(
+            np.ma.masked_invalid(grid),
+            aspect="auto",
+            cmap="viridis",
+            vmin=1,
+            vmax=max(top, 2),
+        )
         ax.set_yticks(range(len(kinds)), kinds, fontsize=7)
-        ax.set_xticks(range(len(blocks)), [str(i) for i in range(len(blocks))], fontsize=7)
+        ax.set_xticks(
+            range(len(blocks)), [str(i) for i in range(len(blocks))], fontsize=7
+        )
         ax.set_xlabel("block index (forward order)")
         ax.set_title(component.replace("_", " "), fontsize=9)
-        fig.colorbar(image, ax=ax, label="rank")
+        bar = fig.colorbar(image, ax=ax, label="rank")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(folder) / HEATMAP_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def trainable_table(rows: Sequence[Mapping[str, object]]) -> str:
     """Markdown table of trainable parameters and % per method (benchmark rows)."""
-    lines = ["| method | trainable params | trainable % | bytes per round |",
-             "|---|---|---|---|"]
+    lines = [
+        "| method | trainable params | trainable % | bytes per round |",
+        "|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
             f"| {row['method']} | {int(row['trainable_params']):,} | "

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
 from fedmed.config import FlatConfig, parse_section
+from fedmed.data.cxr_reports import ReportImageDataset
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_cxr import REPORT_WORDS, synthesize
 from fedmed.tasks.base import RoundResult, SiteData, Task
@@ -40,7 +41,6 @@ from fedmed.tasks.selora.layer import lora_layers, resize_layer
 from fedmed.tasks.selora.model import build_diffusion_model, trainable_summary
 from fedmed.tasks.selora.plots import plot_rank_heatmap
 from fedmed.tasks.selora.train import fit_local, validation_loss
-from fedmed.data.cxr_reports import ReportImageDataset
 
 DEFAULT_DATA_DIR = "data/cxr-reports"
 
@@ -96,8 +96,13 @@ class SeLoRATask(Task):
         if not self.resizable:
             super().validate_update(update, reference)
             return
-        check_lora_state(update, reference, "site update", self.cfg.max_rank,
-                         min_ranks=state_ranks(reference))
+        check_lora_state(
+            update,
+            reference,
+            "site update",
+            self.cfg.max_rank,
+            min_ranks=state_ranks(reference),
+        )
 
     def aggregate(
         self, states: list[Mapping[str, Tensor]], weights: list[float]
@@ -107,25 +112,47 @@ class SeLoRATask(Task):
             return super().aggregate(states, weights)
         if self.cfg.aggregation == "zero-pad":
             return aggregate_zero_padded(states, weights)
-        return aggregate_product_space(states, weights, self.cfg.aggregate_rank,
-                                       self.cfg.energy, seed=self.seed,
-                                       max_rank=self.cfg.max_rank)
+        return aggregate_product_space(
+            states,
+            weights,
+            self.cfg.aggregate_rank,
+            self.cfg.energy,
+            seed=self.seed,
+            max_rank=self.cfg.max_rank,
+        )
 
     def site_data(self, node_config: FlatConfig) -> SiteData:
         where = locate_site(self.data_dir, node_config)
-        return site_splits(where.folder, self.cfg, where.site_id, self.seed,
-                           where.partition, where.num_partitions)
+        return site_splits(
+            where.folder,
+            self.cfg,
+            where.site_id,
+            self.seed,
+            where.partition,
+            where.num_partitions,
+        )
 
-    def fit(self, model: nn.Module, data: SiteData, round_config: FlatConfig) -> RoundResult:
+    def fit(
+        self, model: nn.Module, data: SiteData, round_config: FlatConfig
+    ) -> RoundResult:
         server_round = int(round_config.get("server-round", 1))
         lr = float(round_config["lr"]) if "lr" in round_config else None
-        stats = fit_local(model, data.train, self.cfg, self.seed + 1000 * data.site_id
-                          + server_round, lr)
+        stats = fit_local(
+            model,
+            data.train,
+            self.cfg,
+            self.seed + 1000 * data.site_id + server_round,
+            lr,
+        )
         ranks = list(stats.ranks.values()) or [0]
-        metrics = {"loss": stats.loss, "steps": float(stats.steps),
-                   "expansions": float(stats.expansions),
-                   "mean_rank": sum(ranks) / len(ranks), "max_rank": float(max(ranks)),
-                   "trainable_params": float(trainable_summary(model)["trainable_params"])}
+        metrics = {
+            "loss": stats.loss,
+            "steps": float(stats.steps),
+            "expansions": float(stats.expansions),
+            "mean_rank": sum(ranks) / len(ranks),
+            "max_rank": float(max(ranks)),
+            "trainable_params": float(trainable_summary(model)["trainable_params"]),
+        }
         return RoundResult(num_examples=data.num_train, metrics=metrics)
 
     def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
@@ -139,10 +166,11 @@ class SeLoRATask(Task):
         return ReportImageDataset(load_pairs(folder, self.cfg), self.cfg.resolution)
 
     def evaluate_heldout(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
-        """Validation MSE; with ``generation-eval`` also FID and CLIP score (3 seeds)."""
+        """Validation MSE; with ``generation-eval`` also FID and CLIP score."""
         subset = limit(dataset, self.cfg.eval_samples)
-        metrics = {"loss": validation_loss(model, subset, self.cfg.eval_batch_size,
-                                           self.seed)}
+        metrics = {
+            "loss": validation_loss(model, subset, self.cfg.eval_batch_size, self.seed)
+        }
         if self.cfg.generation_eval:
             metrics.update(evaluate_generation(model, subset, self.cfg))
         return metrics

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from fedmed.tasks.selora.config import SeLoRAConfig
 from fedmed.tasks.selora.dylora import NestedRankSampler
 from fedmed.tasks.selora.expansion import LossFn, SelfExpansion
-from fedmed.tasks.selora.layer import layer_ranks
+from fedmed.tasks.selora.layer import ADAPTER, layer_ranks
 from fedmed.tasks.selora.model import TextToImageDiffusion
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,14 @@ class PlainStep:
 
 
 class AdaLoRAStep:
-    """AdaLoRA (Zhang et al. 2023) via peft: orthogonal regulariser + budget allocation."""
+    """AdaLoRA (Zhang et al. 2023) via peft: orthogonal penalty + budget allocation."""
 
     def __init__(self, model: TextToImageDiffusion, total_steps: int) -> None:
         self.model = model
         for tuner in model.tuners.values():
             tuner.rankallocator.set_total_step(max(total_steps, 1))
+        configs = [tuner.peft_config[ADAPTER] for tuner in model.tuners.values()]
+        self.orth_reg_weight = configs[0].orth_reg_weight if configs else 0.0
 
     def orthogonality(self) -> Tensor:
         """Mean ||P Pᵀ - I||_F over AdaLoRA's A and B (peft's regulariser)."""
@@ -73,8 +75,7 @@ class AdaLoRAStep:
         self, loss_fn: LossFn, optimizer: Optimizer, step: int, batch_size: int
     ) -> float:
         loss = loss_fn()
-        weight = next(iter(self.model.tuners.values())).peft_config["default"].orth_reg_weight
-        (loss + weight * self.orthogonality()).backward()
+        (loss + self.orth_reg_weight * self.orthogonality()).backward()
         optimizer.step()
         for tuner in self.model.tuners.values():
             tuner.update_and_allocate(step)
@@ -83,13 +84,21 @@ class AdaLoRAStep:
 
 
 def step_function(
-    model: TextToImageDiffusion, cfg: SeLoRAConfig, total_steps: int,
+    model: TextToImageDiffusion,
+    cfg: SeLoRAConfig,
+    total_steps: int,
     generator: torch.Generator,
 ):
     """The method's per-step training procedure."""
     if cfg.method == "selora":
-        return SelfExpansion(model, cfg.expand_every, cfg.expand_threshold, cfg.fisher,
-                             cfg.max_rank, generator)
+        return SelfExpansion(
+            model,
+            cfg.expand_every,
+            cfg.expand_threshold,
+            cfg.fisher,
+            cfg.max_rank,
+            generator,
+        )
     if cfg.method == "dylora":
         return NestedRankSampler(model, generator)
     if cfg.method == "adalora":
@@ -99,46 +108,61 @@ def step_function(
 
 def _loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=0,
+    )
+
+
+def _batches(loader: DataLoader, total: int):
+    """Yield ``total`` batches, starting a new epoch when the loader runs out."""
+    step = 0
+    while step < total:
+        for pixels, reports in loader:
+            yield step, pixels, list(reports)
+            step += 1
+            if step >= total:
+                return
 
 
 def fit_local(
-    model: TextToImageDiffusion, dataset: Dataset, cfg: SeLoRAConfig, seed: int,
+    model: TextToImageDiffusion,
+    dataset: Dataset,
+    cfg: SeLoRAConfig,
+    seed: int,
     lr: float | None = None,
 ) -> FitStats:
     """Train the adapters for ``local-epochs`` epochs (capped at ``max-steps``)."""
     loader = _loader(dataset, cfg.batch_size, seed, shuffle=True)
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.local_epochs
+    total = len(loader) * cfg.local_epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = Adam(params, lr=lr or cfg.lr)
     procedure = step_function(model, cfg, total, generator)
     model.train()
-    losses, step = [], 0
-    while step < total:
-        for pixels, reports in loader:
-            batch = model.prepare(pixels, list(reports), generator)
-            losses.append(procedure.train_step(lambda b=batch: model.loss(b), optimizer,
-                                               step, batch.size))
-            step += 1
-            if step >= total:
-                break
+    losses = []
+    for step, pixels, reports in _batches(loader, total):
+        batch = model.prepare(pixels, reports, generator)
+        loss_fn = lambda b=batch: model.loss(b)  # noqa: E731 - re-runnable on one batch
+        losses.append(procedure.train_step(loss_fn, optimizer, step, batch.size))
     model.eval()
+    mean = sum(losses) / max(len(losses), 1)
     expansions = getattr(procedure, "expansions", 0)
-    logger.info("fit: %d steps, mean loss %.4f, %d expansions", step,
-                sum(losses) / max(len(losses), 1), expansions)
-    return FitStats(loss=sum(losses) / max(len(losses), 1), steps=step,
-                    expansions=expansions, ranks=layer_ranks(model))
+    logger.info(
+        "fit: %d steps, mean loss %.4f, %d expansions", len(losses), mean, expansions
+    )
+    return FitStats(mean, len(losses), expansions, layer_ranks(model))
 
 
 @torch.no_grad()
 def validation_loss(
     model: TextToImageDiffusion, dataset: Dataset, batch_size: int, seed: int = 0
 ) -> float:
-    """Mean noise-prediction MSE with fixed noise / timesteps (the paper's validation)."""
+    """Mean noise-prediction MSE, fixed noise / timesteps (the paper's validation)."""
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     total, count = 0.0, 0

@@ -48,6 +48,14 @@ class EmbeddedSplit:
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.embeddings[index]), int(self.labels[index])
 
+    @classmethod
+    def concatenate(cls, splits: list[EmbeddedSplit]) -> EmbeddedSplit:
+        """Several sites' splits as one (pooled baseline)."""
+        return cls(
+            np.concatenate([s.embeddings for s in splits]),
+            np.concatenate([s.labels for s in splits]),
+        )
+
 
 def encoder_identity(cfg: VflClipConfig, seed: int) -> dict:
     """What determines the embeddings besides the images (part of the cache key)."""

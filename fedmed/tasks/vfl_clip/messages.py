@@ -58,3 +58,18 @@ class AggregatedGradient(WireMessage):
     gradient_sum: np.ndarray
     loss_sum: float
     count: int
+
+    @classmethod
+    def from_sum(
+        cls, round_id: int, vector: np.ndarray, num_classes: int, dim: int
+    ) -> AggregatedGradient:
+        """Unpack a decoded secure sum ``[sum G_i (C*d), sum loss_i, sum N_i]``."""
+        expected = num_classes * dim + 2
+        if vector.shape != (expected,):
+            raise MessageFormatError(
+                f"aggregated vector must have {expected} entries (C*d + 2), "
+                f"found shape {vector.shape}"
+            )
+        count = int(round(float(vector[-1])))
+        gradient = vector[:-2].reshape(num_classes, dim)
+        return cls(round_id, gradient, float(vector[-2]), count)

@@ -9,8 +9,13 @@ the transformer output at the end-of-text token (the largest token id),
 projected into the joint space. CLIP's ``logit_scale`` stays frozen.
 
 Models come from ``open_clip.create_model`` with a user checkpoint (a state
-dict file) or, for tests, with seeded random weights; the tiny test
-architecture is registered with ``open_clip.add_model_config``.
+dict file) or, for tests, with seeded random weights. The tiny test
+architecture ``fedmed-tiny-clip`` (``model_configs/``, registered with
+``open_clip.add_model_config``) is the real CLIP class at toy size: a 2-layer
+width-64 ViT on 32 px with 8 px patches and no pre-LayerNorm (with it, random
+towers map all images to nearly one direction), a 2-layer width-64 text
+transformer with context length 40 (the longest DermaMNIST prompt has 33
+tokens) and the logit scale initialised to 100, the value trained CLIPs reach.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
 from fedmed.tasks.vfl_clip.metrics import evaluation_statistics
 from fedmed.tasks.vfl_clip.model import CoopTextModel
 from fedmed.tasks.vfl_clip.train import (
-    ProviderGradient,
     batch_indices,
     knowledge_step,
     make_optimizer,
@@ -150,9 +149,9 @@ class KnowledgeProvider:
         self, round_id: int, vector: np.ndarray
     ) -> AggregatedGradient:
         """Unpack the decoded secure sum ``[sum G, sum loss, sum N]``."""
-        num_classes = self.model.num_classes
-        total = ProviderGradient.from_vector(vector, num_classes, self.model.embed_dim)
-        return AggregatedGradient(round_id, total.gradient, total.loss_sum, total.count)
+        return AggregatedGradient.from_sum(
+            round_id, vector, self.model.num_classes, self.model.embed_dim
+        )
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Context and Adam moments as arrays (kept between messages on the node)."""

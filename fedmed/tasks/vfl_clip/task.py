@@ -136,6 +136,14 @@ class VflClipTask(Task):
         logits, labels = self._logits(model, dataset)  # type: ignore[arg-type]
         return exact_metrics(logits, labels)
 
+    def pool(self, sites: list[SiteData]) -> SiteData:
+        """Pooled embeddings of several sites (the centralised CoOp baseline)."""
+        splits = {
+            name: EmbeddedSplit.concatenate([getattr(s, name) for s in sites])
+            for name in ("train", "test", "val")
+        }
+        return SiteData(-1, splits["train"], splits["test"], splits["val"])
+
     def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
         synthesize(out, num_sites=num_sites, size=self.cfg.data_size, seed=seed)
 

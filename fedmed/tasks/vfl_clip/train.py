@@ -44,23 +44,9 @@ class ProviderGradient:
     count: int
 
     def to_vector(self) -> np.ndarray:
-        """Flat ``[G (C*d), loss_sum, count]`` for secure aggregation."""
+        """Flat ``[G (C*d), loss_sum, count]``; see ``AggregatedGradient.from_sum``."""
         tail = np.array([self.loss_sum, float(self.count)])
         return np.concatenate([self.gradient.reshape(-1).astype(np.float64), tail])
-
-    @classmethod
-    def from_vector(
-        cls, vector: np.ndarray, num_classes: int, dim: int
-    ) -> ProviderGradient:
-        """Inverse of :meth:`to_vector` (also for the aggregated sum)."""
-        expected = num_classes * dim + 2
-        if vector.shape != (expected,):
-            raise ValueError(
-                f"gradient vector must have {expected} entries (C*d + 2), "
-                f"found shape {vector.shape}"
-            )
-        gradient = vector[:-2].reshape(num_classes, dim)
-        return cls(gradient, float(vector[-2]), int(round(float(vector[-1]))))
 
 
 def provider_gradient(

@@ -174,3 +174,19 @@ def test_localizer_travels_only_when_federated():
     assert any(k.endswith("running_mean") for k in yolo)
     assert not any("num_batches_tracked" in k or ".dfl." in k for k in yolo)
     federated.load_exchanged(model, sent_federated)
+
+
+def test_defaults_are_the_papers_settings():
+    # Execute
+    binary, multiclass = SambaConfig(), SambaConfig(variant="mc")
+    # Assert: SAMBA Sec. 2.3 and the authors' code (see the config docstring)
+    assert (binary.decoder_epochs, multiclass.decoder_epochs) == (15, 50)
+    assert (binary.lr, binary.weight_decay, binary.box_jitter) == (1e-5, 0.0, 20)
+    assert binary.view_list == ("x", "y", "z") and binary.sam_model == "vit_b"
+    assert binary.voting_in_channels == 7 and binary.voting_lr == 1e-3
+    assert (binary.yolo_epochs, binary.yolo_imgsz, binary.yolo_empty_keep) == (
+        150,
+        256,
+        0.2,
+    )
+    assert SambaConfig(epochs=3, variant="mc").decoder_epochs == 3

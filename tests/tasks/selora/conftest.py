@@ -17,7 +17,7 @@ TINY_TOML = Path(__file__).resolve().parents[3] / "configs" / "selora_tiny.toml"
 
 
 def tiny_run_config(data_dir: Path | str = "unused", **overrides) -> dict:
-    """The shipped tiny run config, pointed at ``data_dir``, with ``selora.*`` overrides."""
+    """The shipped tiny run config at ``data_dir`` with ``selora.*`` overrides."""
     config = tomllib.loads(TINY_TOML.read_text())
     config["data-dir"] = str(data_dir)
     config.update({f"selora.{k.replace('_', '-')}": v for k, v in overrides.items()})

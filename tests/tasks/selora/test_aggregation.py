@@ -1,4 +1,4 @@
-"""Heterogeneous-rank aggregation: exact product-space mean, SVD vs zero-padding, checks."""
+"""Heterogeneous-rank aggregation: exact product-space mean, SVD vs zero-pad."""
 
 import pytest
 import torch
@@ -30,28 +30,36 @@ def site_state(ranks: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def sites():
-    ranks = [{"unet.attn.to_q": 1, "text_encoder.fc1": 3},
-             {"unet.attn.to_q": 4, "text_encoder.fc1": 2},
-             {"unet.attn.to_q": 2, "text_encoder.fc1": 2}]
+    ranks = [
+        {"unet.attn.to_q": 1, "text_encoder.fc1": 3},
+        {"unet.attn.to_q": 4, "text_encoder.fc1": 2},
+        {"unet.attn.to_q": 2, "text_encoder.fc1": 2},
+    ]
     return [site_state(r, seed) for seed, r in enumerate(ranks)], [10.0, 30.0, 20.0]
 
 
 def weighted_delta(states, weights, layer):
     total = sum(weights)
-    return sum(w / total * delta_weight(s, layer) for s, w in zip(states, weights, strict=True))
+    return sum(
+        w / total * delta_weight(s, layer) for s, w in zip(states, weights, strict=True)
+    )
 
 
 def test_product_space_mean_is_exact_at_the_sum_of_ranks(sites):
     states, weights = sites
     aggregate = aggregate_product_space(states, weights, rank_rule="sum")
     for layer in LAYERS:
-        torch.testing.assert_close(delta_weight(aggregate, layer),
-                                   weighted_delta(states, weights, layer),
-                                   rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(
+            delta_weight(aggregate, layer),
+            weighted_delta(states, weights, layer),
+            rtol=1e-5,
+            atol=1e-4,
+        )
     assert state_ranks(aggregate) == {"unet.attn.to_q": 7, "text_encoder.fc1": 7}
-    torch.testing.assert_close(aggregate["head.bias"],
-                               sum(w * s["head.bias"] for s, w in zip(states, weights,
-                                                                      strict=True)) / 60)
+    torch.testing.assert_close(
+        aggregate["head.bias"],
+        sum(w * s["head.bias"] for s, w in zip(states, weights, strict=True)) / 60,
+    )
 
 
 def test_svd_at_max_rank_beats_zero_padding_in_reconstruction(sites):
@@ -102,8 +110,14 @@ def test_check_accepts_rank_growth_and_rejects_bad_updates(sites):
     check_lora_state(states[1], reference, "site", min_ranks=state_ranks(reference))
     bad = {
         "nan": {**states[1], "head.bias": torch.full((3,), float("nan"))},
-        "ranks disagree": {**states[1], "unet.attn.to_q" + B_SUFFIX: torch.zeros(20, 3)},
-        "wrong in_features": {**states[1], "unet.attn.to_q" + A_SUFFIX: torch.zeros(4, 5)},
+        "ranks disagree": {
+            **states[1],
+            "unet.attn.to_q" + B_SUFFIX: torch.zeros(20, 3),
+        },
+        "wrong in_features": {
+            **states[1],
+            "unet.attn.to_q" + A_SUFFIX: torch.zeros(4, 5),
+        },
         "unknown key": {**states[1], "extra.weight": torch.zeros(1)},
         "missing key": {k: v for k, v in states[1].items() if k != "head.bias"},
         "not 2-d": {**states[1], "unet.attn.to_q" + A_SUFFIX: torch.zeros(4, 24, 3)},
@@ -113,6 +127,8 @@ def test_check_accepts_rank_growth_and_rejects_bad_updates(sites):
         with pytest.raises(UpdateRejected):
             check_lora_state(update, reference, reason)
     with pytest.raises(UpdateRejected, match="rank"):
-        check_lora_state(states[0], reference, "shrunk", min_ranks=state_ranks(reference))
+        check_lora_state(
+            states[0], reference, "shrunk", min_ranks=state_ranks(reference)
+        )
     with pytest.raises(UpdateRejected, match="rank"):
         check_lora_state(states[1], reference, "capped", max_rank=3)

@@ -36,7 +36,9 @@ def test_exported_adapters_load_back_in_peft_with_identical_outputs(tmp_path):
         expected = model.unet(x, t, encoder_hidden_states=context).sample
     # Execute
     folders = export_adapters(model, cfg, tmp_path / "adapters")
-    fresh = tiny_backbone(WORDS, width=16, resolution=16, max_tokens=16, vae=False, seed=0)
+    fresh = tiny_backbone(
+        WORDS, width=16, resolution=16, max_tokens=16, vae=False, seed=0
+    )
     unet = PeftModel.from_pretrained(fresh.unet, str(folders["unet"]))
     text = PeftModel.from_pretrained(fresh.text_encoder, str(folders["text_encoder"]))
     with torch.no_grad():
@@ -60,6 +62,29 @@ def test_export_changes_output_when_an_adapter_is_dropped(tmp_path):
     ids = model.tokenize(["heart"])
     with torch.no_grad():
         adapted = model.encode_text(ids)
-    plain = tiny_backbone(WORDS, width=16, resolution=16, max_tokens=16, vae=False, seed=0)
+    plain = tiny_backbone(
+        WORDS, width=16, resolution=16, max_tokens=16, vae=False, seed=0
+    )
     with torch.no_grad():
         assert not torch.allclose(plain.text_encoder(ids)[0], adapted)
+
+
+def test_adalora_baseline_exports_through_peft(tmp_path):
+    cfg = SeLoRAConfig(
+        method="adalora", resolution=16, max_tokens=16, tiny_width=16, tiny_vae=False
+    )
+    model = build_diffusion_model(cfg, seed=0, words=WORDS)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "lora_E" in name:
+                param.normal_(0, 0.1)
+    ids = model.tokenize(["heart"])
+    folders = export_adapters(model, cfg, tmp_path)
+    fresh = tiny_backbone(
+        WORDS, width=16, resolution=16, max_tokens=16, vae=False, seed=0
+    )
+    text = PeftModel.from_pretrained(fresh.text_encoder, str(folders["text_encoder"]))
+    config = json.loads((folders["text_encoder"] / "adapter_config.json").read_text())
+    assert config["peft_type"] == "ADALORA"
+    with torch.no_grad():
+        torch.testing.assert_close(text(input_ids=ids)[0], model.encode_text(ids))

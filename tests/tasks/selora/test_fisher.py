@@ -11,7 +11,7 @@ from tests.tasks.selora.conftest import toy_lora
 
 
 def _reference_scores(model, x, y, k):
-    """Eq. 3-4 from explicit per-sample gradients (torch.func) of current and candidate."""
+    """Eqs. 3-4 from per-sample gradients (torch.func) of current and candidate."""
     layer = lora_layers(model)["proj"]
     w0, b0 = layer.base_layer.weight, layer.base_layer.bias
     scaling = layer.scaling[ADAPTER]
@@ -76,7 +76,7 @@ def test_batch_mode_is_the_squared_norm_of_the_batch_gradient():
 
 
 def _fit_toy(target_rank: int, seed: int, steps: int = 40) -> tuple[dict, FisherScores]:
-    """Train a rank-1 SeLoRA layer on y = (W0 + ΔW) x, ΔW of ``target_rank``, check at t."""
+    """Train rank 1 on y = (W0 + ΔW) x with ΔW of ``target_rank``; check at step t."""
     generator = torch.Generator().manual_seed(seed)
     model = toy_lora(d_in=32, d_out=32, seed=seed)
     u = torch.linalg.qr(torch.randn(32, 32, generator=generator))[0]

@@ -1,4 +1,4 @@
-"""SeLoRA expansion (Eq. 2): output unchanged, optimizer state kept, training goes on."""
+"""SeLoRA expansion (Eq. 2): same output, optimizer state kept, training goes on."""
 
 import torch
 

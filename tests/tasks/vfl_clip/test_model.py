@@ -41,9 +41,7 @@ def test_text_features_equal_clip_encode_text_when_context_is_the_placeholder():
     cfg = tiny_config()
     model = build_text_model(cfg, seed=0)
     clip = create_clip(cfg, seed=0)
-    x_embedding = clip.token_embedding(
-        torch.tensor(model.prompt_learner.tokenized[0, 3])
-    )
+    x_embedding = clip.token_embedding(model.prompt_learner.tokenized[0, 3].clone())
     with torch.no_grad():
         model.prompt_learner.ctx.copy_(x_embedding.expand(cfg.n_ctx, -1))
         # Execute

@@ -63,3 +63,15 @@ def test_local_fit_lowers_the_loss_and_evaluate_sends_statistics(synthetic_sites
     assert pooled["acc"] == pytest.approx(result.metrics["acc"])
     assert abs(pooled["auc"] - result.metrics["auc"]) < 0.02
     assert result.num_examples == len(data.test)
+
+
+def test_pooled_sites_train_like_one_site(synthetic_sites):
+    # Prepare
+    task = get_task(tiny_run_config(synthetic_sites))
+    sites = [task.site_data({"partition-id": k, "num-partitions": 3}) for k in range(3)]
+    # Execute
+    pooled = task.pool(sites)
+    result = task.fit(task.build_model(), pooled, {"server-round": 1})
+    # Assert
+    assert len(pooled.train) == sum(len(s.train) for s in sites)
+    assert result.num_examples == len(pooled.train)
