@@ -1,12 +1,12 @@
 """`flwr run .` only accepts overrides of keys that pyproject.toml declares."""
 
-import dataclasses
 import tomllib
 from pathlib import Path
 
-from fedmed.config import section_keys
-from fedmed.platform_config import PlatformConfig
-from fedmed.tasks.classify.config import ClassifyConfig
+from fedmed.app_config import declared_run_config
+from fedmed.config import parse_section
+from fedmed.platform_config import parse_platform
+from fedmed.tasks import list_tasks, task_class
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -19,11 +19,26 @@ def _flat(table, prefix=""):
     return out
 
 
-def test_pyproject_declares_every_platform_and_classify_key_with_its_default():
-    declared = _flat(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
-    for field in dataclasses.fields(PlatformConfig):
-        key = "task.name" if field.name == "task_name" else field.name.replace("_", "-")
-        assert declared[key] == field.default, key
-    for key in section_keys(ClassifyConfig, "classify"):
-        field = key.split(".", 1)[1].replace("-", "_")
-        assert declared[key] == ClassifyConfig.__dataclass_fields__[field].default, key
+def _declared_in_pyproject():
+    app = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    return _flat(app)
+
+
+def test_pyproject_declares_every_platform_and_task_key_with_its_default():
+    declared = _declared_in_pyproject()
+    expected = declared_run_config()
+    missing = sorted(set(expected) - set(declared))
+    stale = sorted(set(declared) - set(expected))
+    assert not missing and not stale, (
+        f"run `python -m fedmed.app_config --write`; missing {missing}, stale {stale}"
+    )
+    for key, value in expected.items():
+        assert declared[key] == value and type(declared[key]) is type(value), key
+
+
+def test_every_task_is_declared_and_its_defaults_parse_back():
+    declared = _declared_in_pyproject()
+    parse_platform(declared, list_tasks())
+    for name in list_tasks():
+        assert any(key.startswith(f"{name}.") for key in declared), name
+        parse_section(task_class(name).config_class, declared, name)

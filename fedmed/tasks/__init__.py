@@ -8,6 +8,7 @@ from fedmed.tasks.registry import get_task, list_tasks, register_task, task_clas
 
 # Each task package registers itself on import; one line per task.
 from fedmed.tasks import classify  # noqa: E402,F401
+from fedmed.tasks import fpt  # noqa: E402,F401
 from fedmed.tasks import samba  # noqa: E402,F401
 from fedmed.tasks import selora  # noqa: E402,F401
 from fedmed.tasks import vfl_clip  # noqa: E402,F401

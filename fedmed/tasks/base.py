@@ -92,6 +92,9 @@ class Task(ABC):
     """A federated method: its model, what leaves a site, and local training."""
 
     name: ClassVar[str]
+    #: Frozen dataclass of the task's run-config keys (prefix ``<name>.``); the
+    #: pyproject declaration of every key is generated from it.
+    config_class: ClassVar[type]
 
     @classmethod
     @abstractmethod

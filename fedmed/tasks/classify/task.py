@@ -34,6 +34,7 @@ class ClassifyTask(Task):
     """timm ViT on MedMNIST-format data: full fine-tuning, linear probe or LoRA."""
 
     name = "classify"
+    config_class = ClassifyConfig
 
     def __init__(self, cfg: ClassifyConfig, run_config: FlatConfig) -> None:
         self.cfg = cfg

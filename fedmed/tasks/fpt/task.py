@@ -54,6 +54,7 @@ class FptTask(Task):
     """FPT (Huang et al., MICCAI 2024); baselines full/linear/LoRA/BitFit/prompt."""
 
     name = "fpt"
+    config_class = FptConfig
 
     def __init__(self, cfg: FptConfig, run_config: FlatConfig) -> None:
         self.cfg = cfg

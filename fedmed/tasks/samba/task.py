@@ -63,6 +63,7 @@ class SambaTask(Task):
     """SAMBA (Barakat et al. 2023) on fedmed's task contract."""
 
     name = "samba"
+    config_class = SambaConfig
 
     def __init__(self, cfg: SambaConfig, data_dir: Path, seed: int) -> None:
         self.cfg = cfg

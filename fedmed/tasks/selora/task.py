@@ -50,6 +50,7 @@ class SeLoRATask(Task):
     """Text-to-chest-X-ray Stable Diffusion fine-tuned with self-expanding LoRA."""
 
     name = "selora"
+    config_class = SeLoRAConfig
 
     def __init__(self, cfg: SeLoRAConfig, data_dir: Path, seed: int) -> None:
         self.cfg = cfg

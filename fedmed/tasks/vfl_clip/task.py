@@ -57,6 +57,7 @@ class VflClipTask(Task):
     """CLIP + CoOp split between image providers and a knowledge provider."""
 
     name = "vfl-clip"
+    config_class = VflClipConfig
 
     def __init__(self, cfg: VflClipConfig, run_config: FlatConfig) -> None:
         self.cfg = cfg
