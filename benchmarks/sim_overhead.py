@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    sites, rounds = (3, 1) if args.quick else (10, 2)
-    samples, epochs = (60, 1) if args.quick else (700, 3)
+    sites, rounds = (3, 1) if args.quick else (10, 3)
+    samples, epochs = (60, 1) if args.quick else (1700, 3)
     config_file = REPO / "configs" / "classify_tiny.toml"
     sets = [f"classify.local-epochs={epochs}"]
     with tempfile.TemporaryDirectory() as tmp:

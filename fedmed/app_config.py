@@ -41,7 +41,9 @@ def _default(field: dataclasses.Field) -> Scalar:
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value)
     if not isinstance(value, bool | int | float | str):
-        raise TypeError(f"config field {field.name!r} default {value!r} is not a scalar")
+        raise TypeError(
+            f"config field {field.name!r} default {value!r} is not a scalar"
+        )
     return value
 
 

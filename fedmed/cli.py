@@ -213,7 +213,7 @@ def demo(
     sites: int = typer.Option(3, min=2),
     rounds: int = typer.Option(3, min=1),
 ) -> None:
-    """Synthetic DermaMNIST + a 3-hospital LoRA simulation + report (a few minutes on CPU)."""
+    """Synthetic DermaMNIST, a 3-hospital LoRA simulation and its report."""
     import shutil
 
     config_file = Path(__file__).resolve().parents[1] / "configs" / "classify_tiny.toml"

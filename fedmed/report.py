@@ -6,6 +6,8 @@ benchmarks; reads only the run-directory contract (metrics.jsonl).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fedmed.runs import RunDirectory  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 def _phase(records: list[dict], phase: str) -> list[dict]:
@@ -58,12 +62,36 @@ def summarize(
     return summary
 
 
-def plot_run(run: RunDirectory) -> list[Path]:
-    """Metric vs round and cumulative MB vs round, as PNGs in ``plots/``."""
+def plot_run(run: RunDirectory, task_plots: bool = True) -> list[Path]:
+    """Metric vs round, cumulative MB vs round and the task's own figures.
+
+    The task's figures (``Task.write_plots``) come from the last checkpoint.
+    They are secondary to the run, so a failure there is logged with its
+    reason rather than raised: the metrics are already safe on disk.
+    """
     records = run.read_metrics()
     run.plots.mkdir(parents=True, exist_ok=True)
     paths = [_plot_metrics(run, records), _plot_bytes(run, records)]
+    if task_plots:
+        paths.extend(_plot_task(run))
     return [p for p in paths if p is not None]
+
+
+def _plot_task(run: RunDirectory) -> list[Path]:
+    config_file = run.path / "config.json"
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None or not config_file.exists():
+        return []
+    from fedmed.tasks import get_task
+
+    try:
+        task = get_task(json.loads(config_file.read_text()))
+        model = task.build_model()
+        task.load_exchanged(model, checkpoint[1])
+        return task.write_plots(model, run.plots)
+    except Exception:  # noqa: BLE001 - reported, never hides the run's results
+        logger.exception("task plots for %s could not be drawn", run.path)
+        return []
 
 
 def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
@@ -152,7 +180,8 @@ def print_report(run: RunDirectory, console: Console | None = None) -> None:
             cmp.add_row(setting, *[_fmt(values.get(n)) for n in metric_names])
         console.print(cmp)
     console.print(
-        f"bytes up per round per site: {summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
+        "bytes up per round per site: "
+        f"{summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
         f"exchanged/full model: {summary.get('exchanged_to_full_ratio') or 0:.4f}"
     )
 

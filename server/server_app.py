@@ -43,7 +43,7 @@ def model_bytes(task: Task, codec: str) -> tuple[int, int]:
     """(full model bytes, exchanged bytes) at the wire codec's element size."""
     model = task.build_model()
     size = bytes_per_element(codec)
-    full = sum(p.numel() for p in model.parameters()) * size
+    full = task.full_model_params(model) * size
     exchanged = sum(t.numel() for t in task.exchanged(model).values()) * size
     return full, exchanged
 

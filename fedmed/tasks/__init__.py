@@ -1,22 +1,29 @@
-"""Federated methods. Importing this package registers every task.
+"""Federated methods, declared by name and imported on first use.
 
-A new method is a new folder plus one import line below.
+A new method is a new folder plus one ``declare_task`` line below.
 """
 
 from fedmed.tasks.base import RoundResult, SiteData, Task
-from fedmed.tasks.registry import get_task, list_tasks, register_task, task_class
+from fedmed.tasks.registry import (
+    declare_task,
+    get_task,
+    list_tasks,
+    register_task,
+    task_class,
+)
 
-# Each task package registers itself on import; one line per task.
-from fedmed.tasks import classify  # noqa: E402,F401
-from fedmed.tasks import fpt  # noqa: E402,F401
-from fedmed.tasks import samba  # noqa: E402,F401
-from fedmed.tasks import selora  # noqa: E402,F401
-from fedmed.tasks import vfl_clip  # noqa: E402,F401
+# One line per task: its package registers the class when first needed.
+declare_task("classify", "fedmed.tasks.classify")
+declare_task("fpt", "fedmed.tasks.fpt")
+declare_task("samba", "fedmed.tasks.samba")
+declare_task("selora", "fedmed.tasks.selora")
+declare_task("vfl-clip", "fedmed.tasks.vfl_clip")
 
 __all__ = [
     "RoundResult",
     "SiteData",
     "Task",
+    "declare_task",
     "get_task",
     "list_tasks",
     "register_task",

@@ -49,14 +49,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from fedmed.comm.aggregation import weighted_mean
 from fedmed.comm.selection import validate_state
-from fedmed.config import FlatConfig
+from fedmed.config import FlatConfig, parse_section
 
 
 @dataclass
@@ -95,11 +95,19 @@ class Task(ABC):
     #: Frozen dataclass of the task's run-config keys (prefix ``<name>.``); the
     #: pyproject declaration of every key is generated from it.
     config_class: ClassVar[type]
+    #: Where site data lives when the run config has no ``data-dir``.
+    default_data_dir: ClassVar[str] = "data"
+
+    def __init__(self, cfg: Any, run_config: FlatConfig) -> None:
+        """Keep the parsed section plus the platform keys every task reads."""
+        self.cfg = cfg
+        self.seed = int(run_config.get("seed", 0))
+        self._data_dir = Path(str(run_config.get("data-dir", self.default_data_dir)))
 
     @classmethod
-    @abstractmethod
     def from_run_config(cls, run_config: FlatConfig) -> Self:
-        """Parse and validate this task's run-config keys."""
+        """Parse and validate this task's run-config keys (prefix ``<name>.``)."""
+        return cls(parse_section(cls.config_class, run_config, cls.name), run_config)
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -152,9 +160,26 @@ class Task(ABC):
         return {}
 
     @property
-    @abstractmethod
     def data_dir(self) -> Path:
         """Folder this task reads site data from (run-config key ``data-dir``)."""
+        return self._data_dir
+
+    def full_model_params(self, model: nn.Module) -> int:
+        """Parameters a site would send if it exchanged the whole model.
+
+        The reference for every "adapter bytes / full bytes" ratio. Tasks whose
+        ``build_model`` leaves out a frozen backbone (FPT with preloaded
+        key/value maps) add the backbone back here.
+        """
+        return sum(p.numel() for p in model.parameters())
+
+    def write_plots(self, model: nn.Module, folder: Path) -> list[Path]:
+        """Task-specific figures of a trained model (overlays, rank maps) as PNGs.
+
+        Called by the run reporter with the final aggregate loaded into
+        ``model``; the generic metric and byte plots need nothing from here.
+        """
+        return []
 
     def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
         """Write synthetic data in the real format for ``num_sites`` sites."""

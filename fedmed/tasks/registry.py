@@ -1,11 +1,25 @@
-"""Explicit task registry: one name, one class, loud on mistakes."""
+"""Explicit task registry: one name, one class, loud on mistakes.
+
+Tasks are *declared* by name and package path and imported on first use:
+each method pulls in a different heavy stack (diffusers, segment_anything,
+open_clip, ...), and a ClientApp running ``classify`` should not pay seconds
+of imports for the other four.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from fedmed.config import FlatConfig
 from fedmed.tasks.base import Task
 
 _TASKS: dict[str, type[Task]] = {}
+_DECLARED: dict[str, str] = {}
+
+
+def declare_task(name: str, package: str) -> None:
+    """Announce that importing ``package`` registers the task ``name``."""
+    _DECLARED[name] = package
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -20,12 +34,18 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def list_tasks() -> list[str]:
-    """Names of every registered task, sorted."""
-    return sorted(_TASKS)
+    """Names of every declared or registered task, sorted (imports nothing)."""
+    return sorted(set(_TASKS) | set(_DECLARED))
 
 
 def task_class(name: str) -> type[Task]:
     """The class registered as ``name``; the error lists the known names."""
+    if name not in _TASKS and name in _DECLARED:
+        importlib.import_module(_DECLARED[name])
+        if name not in _TASKS:
+            raise ImportError(
+                f"importing {_DECLARED[name]} did not register task {name!r}"
+            )
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(list_tasks())}")
     return _TASKS[name]

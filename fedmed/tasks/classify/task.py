@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig
 from fedmed.data.medmnist_npz import class_names, load_split
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_dermamnist import synthesize
@@ -36,21 +35,13 @@ class ClassifyTask(Task):
     name = "classify"
     config_class = ClassifyConfig
 
+    default_data_dir = "data/dermamnist"
+
     def __init__(self, cfg: ClassifyConfig, run_config: FlatConfig) -> None:
-        self.cfg = cfg
-        self.seed = int(run_config.get("seed", 0))
-        self._data_dir = Path(str(run_config.get("data-dir", "data/dermamnist")))
+        super().__init__(cfg, run_config)
         self.partitioner = str(run_config.get("partition", "iid"))
         self.partition_alpha = float(run_config.get("partition-alpha", 0.5))
         self.num_classes = len(class_names(cfg.dataset))
-
-    @classmethod
-    def from_run_config(cls, run_config: FlatConfig) -> Self:
-        return cls(parse_section(ClassifyConfig, run_config, cls.name), run_config)
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     def build_model(self) -> nn.Module:
         return build_classifier(self.cfg, self.num_classes, self.seed)

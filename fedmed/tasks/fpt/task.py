@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import timm
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig
 from fedmed.data.image_folder import ImageRecord, load_rgb
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_highres import write_synthetic_highres
@@ -56,23 +56,16 @@ class FptTask(Task):
     name = "fpt"
     config_class = FptConfig
 
+    default_data_dir = "data/fpt_synth"
+
     def __init__(self, cfg: FptConfig, run_config: FlatConfig) -> None:
-        self.cfg = cfg
-        self.seed = int(run_config.get("seed", 0))
+        super().__init__(cfg, run_config)
         self.num_rounds = int(run_config.get("num-server-rounds", 1))
-        self._data_dir = Path(str(run_config.get("data-dir", "data/fpt_synth")))
         meta_vit = create_vit(cfg, self.seed, device="meta")
+        self._frozen_params = sum(p.numel() for p in meta_vit.parameters())
         pretrained = meta_vit.pretrained_cfg
         self.norm = Normalisation(tuple(pretrained["mean"]), tuple(pretrained["std"]))
         self._frozen_kv: FrozenKV | None = None
-
-    @classmethod
-    def from_run_config(cls, run_config: FlatConfig) -> Self:
-        return cls(parse_section(FptConfig, run_config, cls.name), run_config)
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     def build_model(self) -> nn.Module:
         if self.cfg.method == "fpt":
@@ -81,6 +74,12 @@ class FptTask(Task):
 
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
         return trainable_state(model)
+
+    def full_model_params(self, model: nn.Module) -> int:
+        """The frozen ViT counts too when preloading keeps it out of ``model``."""
+        own = sum(p.numel() for p in model.parameters())
+        holds_backbone = self.cfg.method != "fpt" or not self.cfg.preload
+        return own if holds_backbone else own + self._frozen_params
 
     def load_exchanged(self, model: nn.Module, state: Mapping[str, Tensor]) -> None:
         load_state(model, state, expected=trainable_state(model))

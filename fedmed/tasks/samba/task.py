@@ -14,7 +14,6 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig
 from fedmed.data.brats import find_cases
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_brats import synthesize
@@ -65,21 +64,11 @@ class SambaTask(Task):
     name = "samba"
     config_class = SambaConfig
 
-    def __init__(self, cfg: SambaConfig, data_dir: Path, seed: int) -> None:
-        self.cfg = cfg
-        self._data_dir = data_dir
-        self.seed = seed
+    default_data_dir = DEFAULT_DATA_DIR
+
+    def __init__(self, cfg: SambaConfig, run_config: FlatConfig) -> None:
+        super().__init__(cfg, run_config)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    @classmethod
-    def from_run_config(cls, run_config: FlatConfig) -> Self:
-        cfg = parse_section(SambaConfig, run_config, cls.name)
-        data_dir = Path(str(run_config.get("data-dir", DEFAULT_DATA_DIR)))
-        return cls(cfg, data_dir, int(run_config.get("seed", 0)))
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     def build_model(self) -> SambaModel:
         return build_samba_model(self.cfg, self.seed).to(self.device)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig
 from fedmed.data.cxr_reports import ReportImageDataset
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_cxr import REPORT_WORDS, synthesize
@@ -52,20 +51,7 @@ class SeLoRATask(Task):
     name = "selora"
     config_class = SeLoRAConfig
 
-    def __init__(self, cfg: SeLoRAConfig, data_dir: Path, seed: int) -> None:
-        self.cfg = cfg
-        self.seed = seed
-        self._data_dir = data_dir
-
-    @classmethod
-    def from_run_config(cls, run_config: FlatConfig) -> Self:
-        cfg = parse_section(SeLoRAConfig, run_config, cls.name)
-        data_dir = Path(str(run_config.get("data-dir", DEFAULT_DATA_DIR)))
-        return cls(cfg, data_dir, int(run_config.get("seed", 0)))
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
+    default_data_dir = DEFAULT_DATA_DIR
 
     @property
     def resizable(self) -> bool:
@@ -182,3 +168,7 @@ class SeLoRATask(Task):
     def write_rank_heatmap(self, state: Mapping[str, Tensor], folder: Path) -> Path:
         """Heatmap of the per-layer ranks of an exchanged state (e.g. the aggregate)."""
         return plot_rank_heatmap(state_ranks(state), folder)
+
+    def write_plots(self, model: nn.Module, folder: Path) -> list[Path]:
+        """The rank heatmap of the final aggregate (which layers grew)."""
+        return [self.write_rank_heatmap(self.exchanged(model), folder)]
