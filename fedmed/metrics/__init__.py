@@ -1,1 +1,1 @@
-"""Metrics: thin wrappers over sklearn / monai / torchmetrics, with federated sufficient statistics."""
+"""Metrics with federated sufficient statistics (sums that pool across sites)."""

@@ -72,3 +72,24 @@ def auc_from_histograms(hist: np.ndarray) -> float:
         wins = (pos * (neg_below + 0.5 * neg)).sum()
         aucs.append(wins / (n_pos * n_neg))
     return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro AUC and cross-entropy of predicted scores."""
+    picked = probs[np.arange(len(labels)), labels]
+    return {
+        "accuracy": accuracy(labels, probs),
+        "auc": macro_auc(labels, probs),
+        "loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+    }
+
+
+def classification_statistics(
+    labels: np.ndarray, probs: np.ndarray
+) -> dict[str, list[float]]:
+    """Sufficient statistics the server sums into pooled accuracy and AUC."""
+    correct = float((probs.argmax(axis=1) == labels).sum())
+    return {
+        "score_hist": score_histograms(labels, probs).reshape(-1).tolist(),
+        "correct_total": [correct, float(len(labels))],
+    }

@@ -14,17 +14,16 @@ from fedmed.config import FlatConfig
 from fedmed.data.medmnist_npz import class_names, load_split
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_dermamnist import synthesize
-from fedmed.metrics.classification import auc_from_histograms
+from fedmed.metrics.classification import (
+    auc_from_histograms,
+    classification_metrics,
+    classification_statistics,
+)
 from fedmed.tasks.base import RoundResult, SiteData, Task
 from fedmed.tasks.classify.config import ClassifyConfig
 from fedmed.tasks.classify.data import ImageArrayDataset, load_site_splits
 from fedmed.tasks.classify.model import build_classifier, input_size
-from fedmed.tasks.classify.train import (
-    classification_metrics,
-    classification_statistics,
-    predict,
-    train_local,
-)
+from fedmed.tasks.classify.train import predict, train_local
 from fedmed.tasks.registry import register_task
 
 

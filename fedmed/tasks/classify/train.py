@@ -8,8 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from fedmed.metrics.classification import accuracy, macro_auc, score_histograms
-
 
 def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
     if images.shape[-1] == side:
@@ -68,24 +66,3 @@ def predict(
         probs.append(torch.softmax(model(_resize(images, side)), dim=1).numpy())
         labels.append(target.numpy())
     return np.concatenate(labels), np.concatenate(probs)
-
-
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro AUC and cross-entropy of predicted scores."""
-    picked = probs[np.arange(len(labels)), labels]
-    return {
-        "accuracy": accuracy(labels, probs),
-        "auc": macro_auc(labels, probs),
-        "loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-    }
-
-
-def classification_statistics(
-    labels: np.ndarray, probs: np.ndarray
-) -> dict[str, list[float]]:
-    """Sufficient statistics the server sums into pooled accuracy and AUC."""
-    correct = float((probs.argmax(axis=1) == labels).sum())
-    return {
-        "score_hist": score_histograms(labels, probs).reshape(-1).tolist(),
-        "correct_total": [correct, float(len(labels))],
-    }

@@ -21,12 +21,12 @@ from fedmed.config import FlatConfig
 from fedmed.data.image_folder import ImageRecord, load_rgb
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_highres import write_synthetic_highres
-from fedmed.metrics.classification import auc_from_histograms
-from fedmed.tasks.base import RoundResult, SiteData, Task
-from fedmed.tasks.classify.train import (
+from fedmed.metrics.classification import (
+    auc_from_histograms,
     classification_metrics,
     classification_statistics,
 )
+from fedmed.tasks.base import RoundResult, SiteData, Task
 from fedmed.tasks.fpt.baselines import build_baseline
 from fedmed.tasks.fpt.config import FptConfig
 from fedmed.tasks.fpt.data import (
