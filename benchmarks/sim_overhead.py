@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fedmed.bench.results import RESULTS_DIR, update_benchmarks_md, write_result  # noqa: E402
-from fedmed.comm.aggregation import weighted_mean  # noqa: E402
 from fedmed.data.synth_dermamnist import synthesize  # noqa: E402
 from fedmed.tasks import get_task  # noqa: E402
 
@@ -44,15 +43,20 @@ def loop_rounds(config: dict, sites: int, rounds: int) -> list[float]:
         for k in range(sites):
             model = task.build_model()
             task.load_exchanged(model, state)
-            result = task.fit(model, task.site_data({"partition-id": k, "num-partitions": sites}),
-                              {"server-round": server_round})
+            result = task.fit(
+                model,
+                task.site_data({"partition-id": k, "num-partitions": sites}),
+                {"server-round": server_round},
+            )
             updates.append(task.exchanged(model))
             weights.append(result.num_examples)
         state = task.aggregate(updates, weights)
         for k in range(sites):
             model = task.build_model()
             task.load_exchanged(model, state)
-            task.evaluate(model, task.site_data({"partition-id": k, "num-partitions": sites}))
+            task.evaluate(
+                model, task.site_data({"partition-id": k, "num-partitions": sites})
+            )
         model = task.build_model()
         task.load_exchanged(model, state)
         task.evaluate_heldout(model, heldout)
@@ -60,17 +64,37 @@ def loop_rounds(config: dict, sites: int, rounds: int) -> list[float]:
     return walls
 
 
-def simulation(config_file: Path, data: Path, out: Path, sites: int, rounds: int, sets: list[str]):
+def simulation(
+    config_file: Path, data: Path, out: Path, sites: int, rounds: int, sets: list[str]
+):
     """Total wall and per-round walls of ``fedmed simulate`` on the same work."""
-    cmd = [sys.executable, "-m", "fedmed", "simulate", "--task", "classify", "--sites",
-           str(sites), "--rounds", str(rounds), "--out", str(out), "--data-dir", str(data),
-           "--run-config", str(config_file), "--no-compare"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedmed",
+        "simulate",
+        "--task",
+        "classify",
+        "--sites",
+        str(sites),
+        "--rounds",
+        str(rounds),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data),
+        "--run-config",
+        str(config_file),
+        "--no-compare",
+    ]
     for item in sets:
         cmd += ["--set", item]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     total = time.perf_counter() - started
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
+    records = [
+        json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x
+    ]
     per_round = {}
     for r in records:
         per_round[r["round"]] = per_round.get(r["round"], 0.0) + r["wall_s"]
@@ -89,24 +113,38 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         synthesize(data, sites, samples_per_site=samples, seed=1)
-        config = {**tomllib.loads(config_file.read_text()), "data-dir": str(data),
-                  "classify.local-epochs": epochs}
+        config = {
+            **tomllib.loads(config_file.read_text()),
+            "data-dir": str(data),
+            "classify.local-epochs": epochs,
+        }
         loop = loop_rounds(config, sites, rounds)
-        sim_total, sim_rounds = simulation(config_file, data, Path(tmp) / "run", sites, rounds, sets)
+        sim_total, sim_rounds = simulation(
+            config_file, data, Path(tmp) / "run", sites, rounds, sets
+        )
     loop_total = sum(loop)
-    row = {"sites": sites, "rounds": rounds, "sim_wall_s": sim_total, "loop_wall_s": loop_total,
-           "overhead_ratio": sim_total / loop_total,
-           "loop_round_s": loop_total / rounds,
-           "sim_round_s": sum(sim_rounds) / len(sim_rounds),
-           "startup_s": sim_total - sum(sim_rounds),
-           "per_round_messaging_s": (sum(sim_rounds) - loop_total) / rounds,
-           "rounds_only_ratio": sum(sim_rounds) / loop_total}
+    row = {
+        "sites": sites,
+        "rounds": rounds,
+        "sim_wall_s": sim_total,
+        "loop_wall_s": loop_total,
+        "overhead_ratio": sim_total / loop_total,
+        "loop_round_s": loop_total / rounds,
+        "sim_round_s": sum(sim_rounds) / len(sim_rounds),
+        "startup_s": sim_total - sum(sim_rounds),
+        "per_round_messaging_s": (sum(sim_rounds) - loop_total) / rounds,
+        "rounds_only_ratio": sum(sim_rounds) / loop_total,
+    }
     command = "python benchmarks/sim_overhead.py" + (" --quick" if args.quick else "")
-    notes = ("Same work in both: per round every site trains (tiny ViT, "
-             f"{epochs} local epochs on {samples} synthetic samples), every site evaluates, "
-             "the aggregate is scored on the held-out set. The simulation runs 2 Ray actors "
-             "on 2 cores; startup_s is Ray + app start-up, paid once per run.")
-    write_result("sim_overhead", [row], command, notes=notes, results_dir=args.results_dir)
+    notes = (
+        "Same work in both: per round every site trains (tiny ViT, "
+        f"{epochs} local epochs on {samples} synthetic samples), every site evaluates, "
+        "the aggregate is scored on the held-out set. The simulation runs 2 Ray actors "
+        "on 2 cores; startup_s is Ray + app start-up, paid once per run."
+    )
+    write_result(
+        "sim_overhead", [row], command, notes=notes, results_dir=args.results_dir
+    )
     if args.results_dir == RESULTS_DIR:
         update_benchmarks_md()
     print(json.dumps(row, indent=2))

@@ -70,7 +70,8 @@ def coerce_value(key: str, value: Scalar, annotation: Any) -> Any:
         allowed = typing.get_args(annotation)
         if value not in allowed:
             raise ConfigError(
-                f"{key}: expected one of {', '.join(map(repr, allowed))}, found {value!r}"
+                f"{key}: expected one of {', '.join(map(repr, allowed))}, "
+                f"found {value!r}"
             )
         return value
     raise ConfigError(f"{key}: unsupported field type {annotation!r}")

@@ -79,7 +79,7 @@ class RunDirectory:
     def save_checkpoint(
         self, server_round: int, state: Mapping[str, Tensor], extra: Mapping[str, Any]
     ) -> Path:
-        """Write the aggregate of ``server_round`` then (atomically) the round counter."""
+        """Write the aggregate of ``server_round``, then the round counter (atomic)."""
         path = self.checkpoints / f"round_{server_round}.safetensors"
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))

@@ -66,12 +66,20 @@ def simulate(
 
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
-        "init_args": {"num_cpus": total_cpus or os.cpu_count() or 1, "include_dashboard": False},
+        "init_args": {
+            "num_cpus": total_cpus or os.cpu_count() or 1,
+            "include_dashboard": False,
+        },
     }
     with tempfile.TemporaryDirectory(prefix="fedmed-app-") as tmp:
         app_dir = _app_folder(run_config, Path(tmp))
-        server_context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                                 run_config=dict(run_config))
+        server_context = Context(
+            run_id=1,
+            node_id=0,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(run_config),
+        )
         result = _run_simulation(
             num_supernodes=num_sites,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
@@ -102,7 +110,10 @@ def resolve_run_config(
 
     from fedmed.config import ConfigError
 
-    config: dict[str, Scalar] = {"task.name": task_name, "data-dir": f"data/{task_name}"}
+    config: dict[str, Scalar] = {
+        "task.name": task_name,
+        "data-dir": f"data/{task_name}",
+    }
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"run-config file {path} not found")
@@ -111,7 +122,8 @@ def resolve_run_config(
     config.update(overrides)
     if config.get("task.name") != task_name:
         raise ConfigError(
-            f"--task {task_name!r} but the run config says task.name={config['task.name']!r}"
+            f"--task {task_name!r} but the run config says "
+            f"task.name={config['task.name']!r}"
         )
     config.update({"num-server-rounds": rounds, "run-dir": str(out), "resume": resume})
     if data_dir is not None:
@@ -149,16 +161,26 @@ def run_experiment(
     platform = parse_platform(run_config, list_tasks())
     task = get_task(run_config)
     if synth and not Path(platform.data_dir).exists():
-        log.info("writing synthetic %s data for %d sites to %s", task.name, num_sites,
-                 platform.data_dir)
+        log.info(
+            "writing synthetic %s data for %d sites to %s",
+            task.name,
+            num_sites,
+            platform.data_dir,
+        )
         task.synthesize_data(Path(platform.data_dir), num_sites, platform.seed)
-    simulate(run_config, num_sites, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site)
+    simulate(
+        run_config, num_sites, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site
+    )
     run = RunDirectory(platform.run_dir)
     summary = run.read_summary()
     if compare and platform.mode == "federated":
-        comparison = {"federated": summary.get("final_heldout") or summary.get(
-            "final_site_evaluation", {})}
-        comparison.update(run_baselines(task, num_sites, platform.num_server_rounds, run))
+        comparison = {
+            "federated": summary.get("final_heldout")
+            or summary.get("final_site_evaluation", {})
+        }
+        comparison.update(
+            run_baselines(task, num_sites, platform.num_server_rounds, run)
+        )
         summary["comparison"] = comparison
         run.write_summary(summary)
         plot_run(run)

@@ -70,19 +70,27 @@ class AdapterFedAvg(FedAvg):
     # ---------------------------------------------------------------- helpers
     def _site(self, msg: Message) -> str:
         node = msg.metadata.src_node_id
-        if not msg.has_error() and METRICS in msg.content and SITE_ID in msg.content[METRICS]:
+        if (
+            not msg.has_error()
+            and METRICS in msg.content
+            and SITE_ID in msg.content[METRICS]
+        ):
             self._sites[node] = str(int(msg.content[METRICS][SITE_ID]))
         return self._sites.get(node, f"node-{node}")
 
     def _begin(self, messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
         messages = list(messages)
-        self._sent = {m.metadata.dst_node_id: payload_bytes(m.content) for m in messages}
+        self._sent = {
+            m.metadata.dst_node_id: payload_bytes(m.content) for m in messages
+        }
         self._reference = record_to_state(arrays)
         self._started = time.perf_counter()
         return messages
 
     def _log_failure(self, server_round: int, site: str, msg: Message) -> dict:
-        log(ERROR, "round %d: site %s failed:\n%s", server_round, site, msg.error.reason)
+        log(
+            ERROR, "round %d: site %s failed:\n%s", server_round, site, msg.error.reason
+        )
         return {"site": site, "reason": msg.error.reason.strip().splitlines()[-1][:300]}
 
     # ---------------------------------------------------------------- train
@@ -90,7 +98,9 @@ class AdapterFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         round_k = server_round + self.round_offset
-        return self._begin(super().configure_train(round_k, arrays, config, grid), arrays)
+        return self._begin(
+            super().configure_train(round_k, arrays, config, grid), arrays
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -110,27 +120,63 @@ class AdapterFedAvg(FedAvg):
                 if weight <= 0:
                     raise UpdateRejected(f"num-examples must be > 0, found {weight}")
             except (UpdateRejected, ValueError, KeyError) as err:
-                log(WARNING, "round %d: rejected update of site %s: %s", round_k, site, err)
+                log(
+                    WARNING,
+                    "round %d: rejected update of site %s: %s",
+                    round_k,
+                    site,
+                    err,
+                )
                 rejected.append({"site": site, "reason": str(err)[:300]})
                 continue
             metrics = {k: v for k, v in msg.content[METRICS].items() if k != SITE_ID}
-            sites[site] = {**metrics, "bytes_up": up,
-                           "bytes_down": self._sent.get(msg.metadata.src_node_id, 0)}
+            sites[site] = {
+                **metrics,
+                "bytes_up": up,
+                "bytes_down": self._sent.get(msg.metadata.src_node_id, 0),
+            }
             accepted.append((state, weight, metrics))
-        record = {"round": round_k, "phase": "train", "sites": sites, "rejected": rejected,
-                  "accepted": len(accepted), "bytes_up": bytes_up,
-                  "bytes_down": sum(self._sent.values())}
+        record = {
+            "round": round_k,
+            "phase": "train",
+            "sites": sites,
+            "rejected": rejected,
+            "accepted": len(accepted),
+            "bytes_up": bytes_up,
+            "bytes_down": sum(self._sent.values()),
+        }
         if len(accepted) < self.min_sites:
-            log(ERROR, "round %d: %d valid update(s) < min-sites %d; global model unchanged",
-                round_k, len(accepted), self.min_sites)
-            self.run.append_metrics({**record, "aggregated": {}, "status": "skipped",
-                                     "wall_s": time.perf_counter() - self._started})
+            log(
+                ERROR,
+                "round %d: %d valid update(s) < min-sites %d; global model unchanged",
+                round_k,
+                len(accepted),
+                self.min_sites,
+            )
+            self.run.append_metrics(
+                {
+                    **record,
+                    "aggregated": {},
+                    "status": "skipped",
+                    "wall_s": time.perf_counter() - self._started,
+                }
+            )
             return None, None
-        aggregate = self.task.aggregate([a[0] for a in accepted], [a[1] for a in accepted])
+        aggregate = self.task.aggregate(
+            [a[0] for a in accepted], [a[1] for a in accepted]
+        )
         self.run.save_checkpoint(round_k, aggregate, {"codec": self.codec})
-        train_metrics = _weighted_means([a[2] for a in accepted], [a[1] for a in accepted])
-        self.run.append_metrics({**record, "aggregated": train_metrics, "status": "ok",
-                                 "wall_s": time.perf_counter() - self._started})
+        train_metrics = _weighted_means(
+            [a[2] for a in accepted], [a[1] for a in accepted]
+        )
+        self.run.append_metrics(
+            {
+                **record,
+                "aggregated": train_metrics,
+                "status": "ok",
+                "wall_s": time.perf_counter() - self._started,
+            }
+        )
         del accepted
         gc.collect()
         return state_to_record(aggregate, self.codec), MetricRecord(train_metrics)
@@ -140,7 +186,9 @@ class AdapterFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         round_k = server_round + self.round_offset
-        return self._begin(super().configure_evaluate(round_k, arrays, config, grid), arrays)
+        return self._begin(
+            super().configure_evaluate(round_k, arrays, config, grid), arrays
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -154,8 +202,11 @@ class AdapterFedAvg(FedAvg):
                 continue
             bytes_up += (up := payload_bytes(msg.content))
             metrics = {k: v for k, v in msg.content[METRICS].items() if k != SITE_ID}
-            sites[site] = {**metrics, "bytes_up": up,
-                           "bytes_down": self._sent.get(msg.metadata.src_node_id, 0)}
+            sites[site] = {
+                **metrics,
+                "bytes_up": up,
+                "bytes_down": self._sent.get(msg.metadata.src_node_id, 0),
+            }
             weights.append(int(metrics.get(NUM_EXAMPLES, 0)))
             rows.append(metrics)
             if STATISTICS in msg.content:
@@ -164,20 +215,39 @@ class AdapterFedAvg(FedAvg):
         if len(stats) == len(rows) and stats:
             pooled = self.task.pooled_metrics(_sum_statistics(stats))
             aggregated.update({f"pooled_{k}": v for k, v in pooled.items()})
-        self.run.append_metrics({"round": round_k, "phase": "evaluate", "sites": sites,
-                                 "rejected": rejected, "aggregated": aggregated,
-                                 "bytes_up": bytes_up, "bytes_down": sum(self._sent.values()),
-                                 "wall_s": time.perf_counter() - self._started})
+        self.run.append_metrics(
+            {
+                "round": round_k,
+                "phase": "evaluate",
+                "sites": sites,
+                "rejected": rejected,
+                "aggregated": aggregated,
+                "bytes_up": bytes_up,
+                "bytes_down": sum(self._sent.values()),
+                "wall_s": time.perf_counter() - self._started,
+            }
+        )
         log(INFO, "round %d evaluation: %s", round_k, aggregated)
-        return MetricRecord({k: float(v) for k, v in aggregated.items()}) if aggregated else None
+        return (
+            MetricRecord({k: float(v) for k, v in aggregated.items()})
+            if aggregated
+            else None
+        )
 
 
 def _weighted_means(rows: list[dict], weights: list[int]) -> dict[str, float]:
     """Example-weighted mean of every scalar metric present in all rows."""
     total = float(sum(weights)) or 1.0
-    keys = [k for k, v in rows[0].items() if isinstance(v, int | float) and k != NUM_EXAMPLES]
-    out = {k: sum(float(r[k]) * w for r, w in zip(rows, weights, strict=True)) / total
-           for k in keys if all(k in r for r in rows)}
+    keys = [
+        k
+        for k, v in rows[0].items()
+        if isinstance(v, int | float) and k != NUM_EXAMPLES
+    ]
+    out = {
+        k: sum(float(r[k]) * w for r, w in zip(rows, weights, strict=True)) / total
+        for k in keys
+        if all(k in r for r in rows)
+    }
     out[NUM_EXAMPLES] = float(sum(weights))
     return out
 
@@ -185,5 +255,8 @@ def _weighted_means(rows: list[dict], weights: list[int]) -> dict[str, float]:
 def _sum_statistics(stats: list[dict]) -> dict[str, list[float]]:
     """Elementwise sum of each site's statistic vectors (same keys required)."""
     keys = set(stats[0])
-    return {k: np.sum([np.asarray(s[k], dtype=float) for s in stats], axis=0).tolist()
-            for k in keys if all(k in s and len(s[k]) == len(stats[0][k]) for s in stats)}
+    return {
+        k: np.sum([np.asarray(s[k], dtype=float) for s in stats], axis=0).tolist()
+        for k in keys
+        if all(k in s and len(s[k]) == len(stats[0][k]) for s in stats)
+    }

@@ -20,20 +20,38 @@ def fedmed(*args: str) -> list[str]:
 
 
 def simulate_args(out: Path, data: Path, rounds: int, *extra: str) -> list[str]:
-    return fedmed("simulate", "--task", "classify", "--sites", "3", "--rounds", str(rounds),
-                  "--out", str(out), "--data-dir", str(data),
-                  "--run-config", str(REPO / "configs" / "classify_tiny.toml"), *extra)
+    return fedmed(
+        "simulate",
+        "--task",
+        "classify",
+        "--sites",
+        "3",
+        "--rounds",
+        str(rounds),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data),
+        "--run-config",
+        str(REPO / "configs" / "classify_tiny.toml"),
+        *extra,
+    )
 
 
 def records(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    return [
+        json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x
+    ]
 
 
 @pytest.fixture(scope="module")
 def derma(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "derma"
-    subprocess.run(fedmed("data", "synth", "dermamnist", "--out", str(out), "--sites", "3"),
-                   check=True, cwd=REPO)
+    subprocess.run(
+        fedmed("data", "synth", "dermamnist", "--out", str(out), "--sites", "3"),
+        check=True,
+        cwd=REPO,
+    )
     return out
 
 
@@ -44,7 +62,11 @@ def test_three_site_lora_run_writes_run_dir_learns_and_sends_little(tmp_path, de
     assert summary["rounds_completed"] == 2
     assert summary["final_heldout"]["accuracy"] > summary["initial_heldout"]["accuracy"]
     assert summary["bytes_up_per_round_per_site"] < 0.10 * summary["full_model_bytes"]
-    assert set(summary["comparison"]) == {"federated", "local (mean of sites)", "pooled"}
+    assert set(summary["comparison"]) == {
+        "federated",
+        "local (mean of sites)",
+        "pooled",
+    }
     assert (run / "checkpoints" / "round_2.safetensors").is_file()
     train = [r for r in records(run) if r["phase"] == "train"]
     assert all(len(r["sites"]) == 3 and r["bytes_up"] > 0 for r in train)
@@ -55,10 +77,18 @@ def test_three_site_lora_run_writes_run_dir_learns_and_sends_little(tmp_path, de
 def test_bad_replies_are_rejected_and_the_run_continues(tmp_path, derma):
     run = tmp_path / "faulty"
     faults = "faults=nan@1:1,shape@2:2,raise@0:2"
-    subprocess.run(simulate_args(run, derma, 2, "--set", faults, "--set", "min-sites=1",
-                                 "--no-compare"), check=True, cwd=REPO, timeout=600)
+    subprocess.run(
+        simulate_args(
+            run, derma, 2, "--set", faults, "--set", "min-sites=1", "--no-compare"
+        ),
+        check=True,
+        cwd=REPO,
+        timeout=600,
+    )
     train = {r["round"]: r for r in records(run) if r["phase"] == "train"}
-    assert train[1]["accepted"] == 2 and [x["site"] for x in train[1]["rejected"]] == ["1"]
+    assert train[1]["accepted"] == 2 and [x["site"] for x in train[1]["rejected"]] == [
+        "1"
+    ]
     assert "NaN" in train[1]["rejected"][0]["reason"]
     assert train[2]["accepted"] == 1 and len(train[2]["rejected"]) == 2
     reasons = " ".join(x["reason"] for x in train[2]["rejected"])
@@ -68,16 +98,24 @@ def test_bad_replies_are_rejected_and_the_run_continues(tmp_path, derma):
 
 def test_killed_run_resumes_to_configured_rounds(tmp_path, derma):
     run = tmp_path / "resumable"
-    proc = subprocess.Popen(simulate_args(run, derma, 3, "--no-compare"), cwd=REPO,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        simulate_args(run, derma, 3, "--no-compare"),
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (run / "checkpoints" / "round_1.safetensors").exists():
-        assert time.time() < deadline and proc.poll() is None, "run never reached round 1"
+        assert time.time() < deadline and proc.poll() is None, (
+            "run never reached round 1"
+        )
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(simulate_args(run, derma, 3, "--resume"), check=True, cwd=REPO, timeout=600)
+    subprocess.run(
+        simulate_args(run, derma, 3, "--resume"), check=True, cwd=REPO, timeout=600
+    )
     rounds = [r["round"] for r in records(run) if r["phase"] == "train"]
     assert rounds == sorted(set(rounds)) and rounds[-1] == 3 and rounds[0] == 1
     heldout = [r["round"] for r in records(run) if r["phase"] == "heldout"]

@@ -37,7 +37,10 @@ def test_exchanged_round_trips_and_excludes_frozen(name):
 @pytest.mark.parametrize("name", list_tasks())
 def test_build_model_is_identical_on_every_site(name):
     task = get_task(tiny_run_config(name))
-    first, second = task.exchanged(task.build_model()), task.exchanged(task.build_model())
+    first, second = (
+        task.exchanged(task.build_model()),
+        task.exchanged(task.build_model()),
+    )
     for key in first:
         torch.testing.assert_close(first[key], second[key])
 
@@ -50,7 +53,9 @@ def test_load_exchanged_rejects_nan_and_wrong_shape(name):
     key = next(iter(sent))
     before = sent[key].clone()
     with pytest.raises(UpdateRejected):
-        task.load_exchanged(model, {**sent, key: torch.full_like(sent[key], float("nan"))})
+        task.load_exchanged(
+            model, {**sent, key: torch.full_like(sent[key], float("nan"))}
+        )
     with pytest.raises(UpdateRejected):
         task.load_exchanged(model, {**sent, key: torch.zeros(*sent[key].shape, 3)})
     torch.testing.assert_close(task.exchanged(model)[key], before)
