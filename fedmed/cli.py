@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from fedmed.deploy.cli import certs, deploy_app
+
 app = typer.Typer(
     help="Federated fine-tuning of medical-imaging foundation models.",
     no_args_is_help=True,
@@ -21,6 +23,8 @@ synth_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 data_app.add_typer(synth_app, name="synth")
+app.add_typer(deploy_app, name="deploy")
+app.command("certs")(certs)
 console = Console()
 
 

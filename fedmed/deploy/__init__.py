@@ -1,0 +1,1 @@
+"""Deployment across sites: certificates, compose topology, local TLS processes."""

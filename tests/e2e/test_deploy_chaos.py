@@ -1,0 +1,140 @@
+"""Chaos on a real TLS deployment: crashed SuperLink and SuperNodes, the run still ends.
+
+In the spirit of Flower's reconnection test: the SuperLink is killed and
+restarted on its state database, SuperNodes are killed mid-round; the run
+must reach its configured rounds with every round's checkpoint present.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedmed.deploy.certs import ensure_certificates
+from fedmed.deploy.local import LocalDeployment, Site, free_port
+from fedmed.deploy.watch import drive_run, rounds_completed
+from server.simulation import resolve_run_config
+from tests.e2e.test_deploy import CHECKER, REPO, processes_using, records, synth_sites
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def run_config(run: Path, data: Path, rounds: int, **extra) -> dict:
+    config = resolve_run_config(
+        "classify",
+        rounds=rounds,
+        out=run,
+        data_dir=data,
+        files=[REPO / "configs" / "classify_tiny.toml"],
+        overrides=extra,
+        resume=False,
+    )
+    return config
+
+
+class BackgroundRun(threading.Thread):
+    """``drive_run`` in a thread, so the test can break things meanwhile."""
+
+    def __init__(self, deployment: LocalDeployment, config: dict) -> None:
+        super().__init__(daemon=True)
+        self.deployment, self.config = deployment, config
+        self.outcome, self.error = None, None
+
+    def run(self) -> None:
+        try:
+            self.outcome = drive_run(
+                self.deployment, REPO, self.config, timeout_s=840, max_resubmits=3
+            )
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+def deployment_for(tmp_path: Path, data: Path, sites: int) -> LocalDeployment:
+    layout = ensure_certificates(tmp_path / "certs", sites)
+    members = [Site(k, data / f"site_{k}", free_port()) for k in range(sites)]
+    return LocalDeployment(tmp_path / "work", layout, members)
+
+
+@pytest.mark.timeout(900)
+def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
+    # Prepare
+    data = synth_sites(tmp_path / "data")
+    run = tmp_path / "run"
+    config = run_config(run, data, 3, **{"min-sites": 2})
+    started = time.monotonic()
+    with deployment_for(tmp_path, data, 3) as deployment:
+        deployment.start()
+        worker = BackgroundRun(deployment, config)
+        worker.start()
+        # Execute: crash the SuperLink after round 1, restart it on its database
+        wait_until(lambda: rounds_completed(run) >= 1, 400, "round 1")
+        deployment.kill("superlink", signal.SIGKILL)
+        deployment.start_superlink()
+        # ... then crash site 1 in the middle of round 2 and bring it back
+        wait_until(
+            lambda: _resumed_run_running(deployment), 400, "the resumed run", poll_s=3.0
+        )
+        time.sleep(10)  # the sites are now inside round 2
+        deployment.kill("site_1", signal.SIGKILL)
+        deployment.restart_supernode(deployment.sites[1])
+        worker.join(timeout=840)
+    elapsed = time.monotonic() - started
+    # Assert
+    assert worker.error is None, worker.error
+    assert worker.outcome.rounds_completed == 3 and len(worker.outcome.run_ids) >= 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds_completed"] == 3
+    for k in (1, 2, 3):
+        assert (run / "checkpoints" / f"round_{k}.safetensors").is_file()
+    train_rounds = [r["round"] for r in records(run) if r["phase"] == "train"]
+    assert train_rounds == [1, 2, 3]
+    assert not processes_using(tmp_path / "work")
+    print(f"chaos run: {elapsed:.0f} s, Flower runs {worker.outcome.run_ids}")
+    if CHECKER.is_file():
+        subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+
+
+def _resumed_run_running(deployment: LocalDeployment) -> bool:
+    """The run was resubmitted after the SuperLink crash and is executing."""
+    reply = deployment.flwr("ls", "--format", "json").stdout
+    try:
+        runs = json.loads(reply[reply.find("{") :]).get("runs", [])
+    except json.JSONDecodeError:
+        return False
+    return len(runs) >= 2 and any(r.get("status") == "running" for r in runs)
+
+
+@pytest.mark.timeout(600)
+def test_site_killed_mid_run_does_not_stop_the_run_when_min_sites_holds(tmp_path):
+    # Prepare
+    data = synth_sites(tmp_path / "data")
+    run = tmp_path / "run"
+    config = run_config(run, data, 2, **{"min-sites": 2})
+    with deployment_for(tmp_path, data, 3) as deployment:
+        deployment.start()
+        worker = BackgroundRun(deployment, config)
+        worker.start()
+        # Execute: site 2 crashes as round 1 begins and never comes back
+        wait_until(lambda: (run / "metrics.jsonl").is_file(), 300, "round 1")
+        deployment.kill("site_2", signal.SIGKILL)
+        worker.join(timeout=560)
+    # Assert
+    assert worker.error is None, worker.error
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds_completed"] == 2
+    train = {r["round"]: r for r in records(run) if r["phase"] == "train"}
+    assert sorted(train) == [1, 2]
+    assert "2" not in train[2]["sites"] and len(train[2]["sites"]) == 2
+    assert (run / "checkpoints" / "round_2.safetensors").is_file()
