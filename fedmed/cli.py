@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from fedmed.commands import apply_hermetic_env
 from fedmed.deploy.cli import certs, deploy_app
 
 app = typer.Typer(
@@ -26,19 +26,6 @@ data_app.add_typer(synth_app, name="synth")
 app.add_typer(deploy_app, name="deploy")
 app.command("certs")(certs)
 console = Console()
-
-
-def _hermetic_env() -> None:
-    """Nothing fedmed starts may phone home or try to download."""
-    for key, value in {
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "HF_HUB_OFFLINE": "1",
-        "YOLO_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-    }.items():
-        os.environ.setdefault(key, value)
 
 
 def parse_set(items: list[str]) -> dict[str, bool | int | float | str]:
@@ -170,7 +157,7 @@ def simulate(
     ),
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
-    _hermetic_env()
+    apply_hermetic_env()
     from fedmed.report import print_report
     from fedmed.runs import RunDirectory
     from server.simulation import resolve_run_config, run_experiment

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import tomli_w
 
 from fedmed.deploy.certs import CertLayout
@@ -260,6 +261,8 @@ class LocalDeployment:
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.wait(timeout=10)
+        for pgid in self._groups:
+            _wait_group_gone(pgid, timeout_s=10.0)
         self._groups.clear()
 
     def __enter__(self) -> LocalDeployment:
@@ -309,6 +312,32 @@ class LocalDeployment:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in the group."""
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if (
+                os.getpgid(proc.pid) == pgid
+                and proc.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait until a killed group's grandchildren have died (SIGKILL is async).
+
+    Children of the processes we started are not ours to ``wait`` on; until
+    they are gone they may still hold ports or files a restart needs.
+    """
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            log.warning("process group %d still has live members after SIGKILL", pgid)
+            return
+        time.sleep(0.05)
 
 
 def write_run_config(config: Mapping[str, object], path: Path) -> Path:

@@ -18,16 +18,10 @@ from pathlib import Path
 
 import tomli_w
 
+from fedmed.commands import HERMETIC_ENV
+
 CONNECTION = "fedmed"
 ALREADY_REGISTERED = "already in use"
-HERMETIC_ENV = {
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "HF_HUB_OFFLINE": "1",
-    "YOLO_OFFLINE": "1",
-    "MPLBACKEND": "Agg",
-}
 FlwrRunner = Callable[..., subprocess.CompletedProcess]
 
 

@@ -14,31 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from fedmed.commands import simulate_command
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 pytestmark = pytest.mark.e2e
 
 
 def simulate(task: str, out: Path, data: Path, sites: int, rounds: int) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedmed",
-        "simulate",
-        "--task",
-        task,
-        "--sites",
-        str(sites),
-        "--rounds",
-        str(rounds),
-        "--out",
-        str(out),
-        "--data-dir",
-        str(data),
-        "--no-compare",
-        "--run-config",
-        str(REPO / "configs" / f"{task}_tiny.toml"),
-    ]
+    config = REPO / "configs" / f"{task}_tiny.toml"
+    cmd = simulate_command(task, out, data, sites, rounds, run_config=config)
     subprocess.run(cmd, check=True, cwd=REPO, timeout=900)
     if CHECKER.is_file():
         subprocess.run([sys.executable, str(CHECKER), "run", str(out)], check=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fedmed.commands import simulate_command
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 pytestmark = pytest.mark.e2e
@@ -20,21 +22,9 @@ def fedmed(*args: str) -> list[str]:
 
 
 def simulate_args(out: Path, data: Path, rounds: int, *extra: str) -> list[str]:
-    return fedmed(
-        "simulate",
-        "--task",
-        "classify",
-        "--sites",
-        "3",
-        "--rounds",
-        str(rounds),
-        "--out",
-        str(out),
-        "--data-dir",
-        str(data),
-        "--run-config",
-        str(REPO / "configs" / "classify_tiny.toml"),
-        *extra,
+    config = REPO / "configs" / "classify_tiny.toml"
+    return simulate_command(
+        "classify", out, data, 3, rounds, run_config=config, compare=True, extra=extra
     )
 
 
