@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore import log
 
+from clients import vfl_clip
 from fedmed.faults import InjectedFault, corrupt_update, faults_for, parse_faults
 from fedmed.platform_config import parse_platform
 from fedmed.records import (
@@ -49,7 +50,10 @@ def _guarded(msg: Message, context: Context, work: Callable[[], RecordDict]) -> 
     except Exception:  # noqa: BLE001 - every failure must reach the server, with context
         reason = f"site {site_of(context)}: {traceback.format_exc()}"
         log(ERROR, "%s", reason)
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+            reply_to=msg,
+        )
 
 
 def _scripted_faults(msg: Message, context: Context) -> set[str]:
@@ -75,10 +79,22 @@ def train(msg: Message, context: Context) -> Message:
         codec = str(context.run_config.get("comm-dtype", "fp32"))
         model = task.build_model()
         task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
-        result = task.fit(model, task.site_data(context.node_config), msg.content[CONFIG])
-        update = corrupt_update(task.exchanged(model), kinds) if kinds else task.exchanged(model)
-        metrics = {**result.metrics, NUM_EXAMPLES: result.num_examples, SITE_ID: site_of(context)}
-        return RecordDict({ARRAYS: state_to_record(update, codec), METRICS: metric_record(metrics)})
+        result = task.fit(
+            model, task.site_data(context.node_config), msg.content[CONFIG]
+        )
+        update = (
+            corrupt_update(task.exchanged(model), kinds)
+            if kinds
+            else task.exchanged(model)
+        )
+        metrics = {
+            **result.metrics,
+            NUM_EXAMPLES: result.num_examples,
+            SITE_ID: site_of(context),
+        }
+        return RecordDict(
+            {ARRAYS: state_to_record(update, codec), METRICS: metric_record(metrics)}
+        )
 
     return _guarded(msg, context, work)
 
@@ -92,10 +108,17 @@ def evaluate(msg: Message, context: Context) -> Message:
         model = task.build_model()
         task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
         result = task.evaluate(model, task.site_data(context.node_config))
-        metrics = {**result.metrics, NUM_EXAMPLES: result.num_examples, SITE_ID: site_of(context)}
+        metrics = {
+            **result.metrics,
+            NUM_EXAMPLES: result.num_examples,
+            SITE_ID: site_of(context),
+        }
         content = RecordDict({METRICS: metric_record(metrics)})
         if result.statistics:
             content[STATISTICS] = metric_record(result.statistics)
         return content
 
     return _guarded(msg, context, work)
+
+
+vfl_clip.register(app, _guarded, _scripted_faults)  # VFL-CLIP roles (named actions)

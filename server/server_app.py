@@ -15,6 +15,7 @@ from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from strategies.adapter_fedavg import AdapterFedAvg
+from strategies.vfl_clip import run_vertical
 
 app = ServerApp()
 
@@ -31,9 +32,17 @@ def heldout_evaluator(task: Task, run: RunDirectory, round_offset: int):
         model = task.build_model()
         task.load_exchanged(model, record_to_state(arrays))
         metrics = task.evaluate_heldout(model, dataset)
-        run.append_metrics({"round": server_round + round_offset, "phase": "heldout",
-                            "sites": {}, "aggregated": metrics, "bytes_up": 0,
-                            "bytes_down": 0, "wall_s": 0.0})
+        run.append_metrics(
+            {
+                "round": server_round + round_offset,
+                "phase": "heldout",
+                "sites": {},
+                "aggregated": metrics,
+                "bytes_up": 0,
+                "bytes_down": 0,
+                "wall_s": 0.0,
+            }
+        )
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     return evaluate
@@ -67,14 +76,41 @@ def main(grid: Grid, context: Context) -> None:
     run.create(context.run_config, resume=platform.resume)
     state, offset = initial_state(task, run, platform)
     remaining = platform.num_server_rounds - offset
-    if remaining > 0:
-        strategy = AdapterFedAvg(task, run, codec=platform.comm_dtype,
-                                 min_sites=platform.min_sites,
-                                 fraction_train=platform.fraction_train, round_offset=offset)
-        strategy.start(grid, state_to_record(state, platform.comm_dtype), num_rounds=remaining,
-                       timeout=platform.round_timeout_s, train_config=ConfigRecord(),
-                       evaluate_fn=heldout_evaluator(task, run, offset))
+    if remaining > 0 and task.federation == "vertical":
+        run_vertical(
+            grid,
+            task,
+            run,
+            rounds=(offset + 1, platform.num_server_rounds),
+            resume_from=state if offset else None,
+            min_sites=platform.min_sites,
+            timeout=platform.round_timeout_s,
+            seed=task.seed,
+        )
+    elif remaining > 0:
+        strategy = AdapterFedAvg(
+            task,
+            run,
+            codec=platform.comm_dtype,
+            min_sites=platform.min_sites,
+            fraction_train=platform.fraction_train,
+            round_offset=offset,
+        )
+        strategy.start(
+            grid,
+            state_to_record(state, platform.comm_dtype),
+            num_rounds=remaining,
+            timeout=platform.round_timeout_s,
+            train_config=ConfigRecord(),
+            evaluate_fn=heldout_evaluator(task, run, offset),
+        )
     full, exchanged = model_bytes(task, platform.comm_dtype)
-    run.write_summary(summarize(run, full_model_bytes=full, exchanged_bytes=exchanged,
-                                extra={"task": task.name, "comm_dtype": platform.comm_dtype}))
+    run.write_summary(
+        summarize(
+            run,
+            full_model_bytes=full,
+            exchanged_bytes=exchanged,
+            extra={"task": task.name, "comm_dtype": platform.comm_dtype},
+        )
+    )
     plot_run(run)

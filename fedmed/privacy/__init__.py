@@ -28,13 +28,23 @@ from fedmed.privacy.errors import (
 from fedmed.privacy.fixed_point import FixedPointCodec
 from fedmed.privacy.messages import MESSAGE_TYPES
 from fedmed.privacy.party import SecAggParty
-from fedmed.privacy.protocol import Traffic, secure_sum_inprocess, setup_inprocess
+from fedmed.privacy.protocol import (
+    InProcessChannel,
+    PartyChannel,
+    Traffic,
+    run_setup,
+    secure_sum,
+    secure_sum_inprocess,
+    setup_inprocess,
+)
 from fedmed.privacy.server import SecAggServer, SecureSum
 
 __all__ = [
     "MESSAGE_TYPES",
     "FixedPointCodec",
+    "InProcessChannel",
     "MessageFormatError",
+    "PartyChannel",
     "ProtocolError",
     "RecoveryFailed",
     "SecAggError",
@@ -45,6 +55,8 @@ __all__ = [
     "Traffic",
     "ValueOutOfRange",
     "default_threshold",
+    "run_setup",
+    "secure_sum",
     "secure_sum_inprocess",
     "setup_inprocess",
 ]

@@ -49,7 +49,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
@@ -97,6 +97,10 @@ class Task(ABC):
     config_class: ClassVar[type]
     #: Where site data lives when the run config has no ``data-dir``.
     default_data_dir: ClassVar[str] = "data"
+    #: ``horizontal``: sites train the same model, FedAvg merges (the default).
+    #: ``vertical``: sites hold different parts of each sample; the task ships
+    #: its own orchestration (VFL-CLIP).
+    federation: ClassVar[Literal["horizontal", "vertical"]] = "horizontal"
 
     def __init__(self, cfg: Any, run_config: FlatConfig) -> None:
         """Keep the parsed section plus the platform keys every task reads."""

@@ -1,9 +1,12 @@
-"""The VFL-CLIP protocol run in one process, secure aggregation included.
+"""The VFL-CLIP protocol steps, shared by the in-process driver and Flower.
 
-The same message sequence a Flower deployment runs (see
-:mod:`fedmed.tasks.vfl_clip.messages`), with direct calls instead of the
-network: every message may be passed through its byte form to show that the
-roles share nothing but messages. Used by tests, benchmarks and demos.
+:func:`train_round` and :func:`evaluate_round` are the protocol: they talk to
+the image providers through a :class:`fedmed.privacy.protocol.PartyChannel`
+(secure aggregation) and to the knowledge provider through a
+:class:`KnowledgeChannel`. :func:`run_vfl_inprocess` wires both to objects in
+this process (every message may pass through its byte form to show that the
+roles share nothing but messages; tests, benchmarks, demos), and
+``strategies.vfl_clip`` wires them to Flower messages.
 
 Per training round ``r``: the knowledge provider publishes ``T``; every image
 provider masks ``[G_i, loss_i, N_i]``; the server unmasks only the sum and
@@ -17,15 +20,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, Protocol
 
 import numpy as np
 
-from fedmed.privacy import FixedPointCodec, SecAggParty, SecAggServer
-from fedmed.privacy.messages import WireMessage
-from fedmed.privacy.protocol import Traffic, secure_sum_inprocess, setup_inprocess
+from fedmed.privacy import FixedPointCodec, SecAggServer, SecureSum
+from fedmed.privacy.party import SecAggParty
+from fedmed.privacy.protocol import (
+    InProcessChannel,
+    PartyChannel,
+    Traffic,
+    run_setup,
+    secure_sum,
+    send,
+)
 from fedmed.tasks.vfl_clip.config import VflClipConfig
-from fedmed.tasks.vfl_clip.messages import TextFeatures, secagg_round_id
+from fedmed.tasks.vfl_clip.messages import (
+    AggregatedGradient,
+    TextFeatures,
+    secagg_round_id,
+)
 from fedmed.tasks.vfl_clip.metrics import metrics_from_statistics, split_statistics
 from fedmed.tasks.vfl_clip.roles import (
     ImageProvider,
@@ -34,7 +48,15 @@ from fedmed.tasks.vfl_clip.roles import (
 )
 
 logger = logging.getLogger(__name__)
-M = TypeVar("M", bound=WireMessage)
+
+
+@dataclass(frozen=True, eq=False)
+class ProviderJob:
+    """What every image provider computes and masks in one secure sum."""
+
+    phase: Literal["train", "evaluate"]
+    text: TextFeatures
+    batch_seed: int = 0
 
 
 @dataclass
@@ -47,10 +69,12 @@ class VflHistory:
     contributors: list[tuple[int, ...]] = field(default_factory=list)
 
 
-def _wire(message: M, through_bytes: bool, traffic: Traffic | None) -> M:
-    if traffic is not None:
-        traffic.record(message)
-    return type(message).from_bytes(message.to_bytes()) if through_bytes else message
+class KnowledgeChannel(Protocol):
+    """How the server reaches the knowledge provider."""
+
+    def text_features(self, round_id: int) -> TextFeatures: ...
+
+    def apply(self, aggregate: AggregatedGradient) -> dict[str, float]: ...
 
 
 def secagg_codec(cfg: VflClipConfig, num_providers: int) -> FixedPointCodec:
@@ -58,29 +82,92 @@ def secagg_codec(cfg: VflClipConfig, num_providers: int) -> FixedPointCodec:
     return FixedPointCodec(cfg.secagg_bits, cfg.secagg_range, num_providers)
 
 
-def evaluate_secure(
-    cfg: VflClipConfig,
-    text: TextFeatures,
-    providers: Sequence[ImageProvider],
-    secagg: tuple[SecAggServer, Mapping[int, SecAggParty]],
+def batch_seed(seed: int, round_id: int) -> int:
+    """Seed of round ``round_id``'s mini-batch (identical at every provider)."""
+    return seed * 7919 + round_id
+
+
+def provider_vector(
+    provider: ImageProvider, cfg: VflClipConfig, job: ProviderJob
+) -> np.ndarray:
+    """The vector an image provider masks: ``[G_i, loss_i, N_i]`` or statistics."""
+    if job.phase == "train":
+        return provider.gradient_vector(job.text, cfg.batch_size, job.batch_seed)
+    return provider.statistics_vector(job.text, cfg)
+
+
+def train_round(
+    server: SecAggServer,
+    providers: PartyChannel,
+    knowledge: KnowledgeChannel,
     round_id: int,
-    through_bytes: bool = True,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Pooled test metrics from securely summed statistics (and the confusion)."""
-    server, parties = secagg
-    vectors = {p.site_id: p.statistics_vector(text, cfg) for p in providers}
-    total = secure_sum_inprocess(
-        server,
-        parties,
-        secagg_round_id(round_id, "evaluate"),
-        vectors,
-        secagg_codec(cfg, len(providers)),
-        through_bytes=through_bytes,
-    )
+    seed: int = 0,
+) -> tuple[dict[str, float], SecureSum]:
+    """One training round: ``T`` out, secure ``sum [G_i, loss_i, N_i]`` in, Adam."""
+    text = knowledge.text_features(round_id)
+    job = ProviderJob("train", text, batch_seed(seed, round_id))
+    total = secure_sum(server, providers, secagg_round_id(round_id, "train"), job)
+    num_classes, dim = text.features.shape
+    aggregate = AggregatedGradient.from_sum(round_id, total.values, num_classes, dim)
+    return knowledge.apply(aggregate), total
+
+
+def evaluate_round(
+    cfg: VflClipConfig,
+    server: SecAggServer,
+    providers: PartyChannel,
+    text: TextFeatures,
+    round_id: int,
+) -> tuple[dict[str, float], np.ndarray, SecureSum]:
+    """Pooled test metrics from securely summed statistics, and the confusion."""
+    job = ProviderJob("evaluate", text)
+    total = secure_sum(server, providers, secagg_round_id(round_id, "evaluate"), job)
     num_classes = text.features.shape[0]
     metrics = metrics_from_statistics(total.values, num_classes, cfg.auc_bins)
     confusion, _ = split_statistics(total.values, num_classes, cfg.auc_bins)
-    return metrics, confusion
+    return metrics, confusion, total
+
+
+@dataclass
+class InProcessKnowledge:
+    """:class:`KnowledgeChannel` to a knowledge provider in this process."""
+
+    provider: KnowledgeProvider
+    through_bytes: bool = True
+    traffic: Traffic | None = None
+
+    def text_features(self, round_id: int) -> TextFeatures:
+        message = self.provider.text_features(round_id)
+        return send(message, self.through_bytes, self.traffic)
+
+    def apply(self, aggregate: AggregatedGradient) -> dict[str, float]:
+        return self.provider.apply(send(aggregate, self.through_bytes, self.traffic))
+
+
+def inprocess_providers(
+    cfg: VflClipConfig,
+    providers: Sequence[ImageProvider],
+    through_bytes: bool = True,
+    traffic: Traffic | None = None,
+) -> tuple[SecAggServer, InProcessChannel]:
+    """Key setup between in-process image providers and a fresh server."""
+    check_image_providers(len(providers))
+    by_id = {p.site_id: p for p in providers}
+    if len(by_id) != len(providers):
+        raise ValueError(
+            f"image providers need distinct site ids, found "
+            f"{[p.site_id for p in providers]}"
+        )
+    channel = InProcessChannel(
+        {pid: SecAggParty(pid) for pid in by_id},
+        lambda pid, job: provider_vector(by_id[pid], cfg, job),
+        secagg_codec(cfg, len(providers)),
+        through_bytes,
+        traffic,
+    )
+    server = SecAggServer(threshold=cfg.secagg_threshold or None)
+    run_setup(server, channel, list(by_id))
+    return server, channel
 
 
 def run_vfl_inprocess(
@@ -101,45 +188,19 @@ def run_vfl_inprocess(
     (their data leave the sum; the run goes on if enough providers remain).
     The final round is always evaluated.
     """
-    check_image_providers(len(providers))
-    ids = [p.site_id for p in providers]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"image providers need distinct site ids, found {ids}")
-    server, parties = setup_inprocess(
-        ids, cfg.secagg_threshold or None, through_bytes, traffic
-    )
-    codec = secagg_codec(cfg, len(providers))
+    server, channel = inprocess_providers(cfg, providers, through_bytes, traffic)
+    kp = InProcessKnowledge(knowledge, through_bytes, traffic)
     history = VflHistory()
     for round_id in range(1, rounds + 1):
-        text = _wire(knowledge.text_features(round_id), through_bytes, traffic)
-        active = [p for p in providers if p.site_id in server.active]
-        vectors = {
-            p.site_id: p.gradient_vector(text, cfg.batch_size, seed * 7919 + round_id)
-            for p in active
-        }
-        total = secure_sum_inprocess(
-            server,
-            parties,
-            secagg_round_id(round_id, "train"),
-            vectors,
-            codec,
-            drop_before_masking=(dropouts or {}).get(round_id, ()),
-            through_bytes=through_bytes,
-            traffic=traffic,
-        )
-        aggregate = knowledge.aggregate_from_sum(round_id, total.values)
-        step = knowledge.apply(_wire(aggregate, through_bytes, traffic))
+        channel.drop_before_masking = (dropouts or {}).get(round_id, ())
+        step, total = train_round(server, channel, kp, round_id, seed)
+        channel.drop_before_masking = ()
         history.train_loss.append(step["train_loss"])
         history.contributors.append(total.contributors)
         if round_id == rounds or (evaluate_every and round_id % evaluate_every == 0):
-            remaining = [p for p in providers if p.site_id in server.active]
-            metrics, history.confusion = evaluate_secure(
-                cfg,
-                knowledge.text_features(round_id),
-                remaining,
-                (server, parties),
-                round_id,
-                through_bytes,
+            text = kp.text_features(round_id)
+            metrics, history.confusion, _ = evaluate_round(
+                cfg, server, channel, text, round_id
             )
             history.evaluations.append({"round": float(round_id), **metrics})
             logger.info(

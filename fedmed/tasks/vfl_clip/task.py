@@ -9,8 +9,10 @@ is exchanged, ``fit`` trains it on a site's frozen image embeddings and
 The vertical protocol (paper Sec. III-A) uses the role methods instead:
 :meth:`VflClipTask.knowledge_provider`, :meth:`VflClipTask.image_provider`,
 :func:`fedmed.tasks.vfl_clip.roles.resolve_role` and the secure aggregator of
-:mod:`fedmed.privacy`; :func:`fedmed.tasks.vfl_clip.protocol.run_vfl_inprocess`
-shows the full message order.
+:mod:`fedmed.privacy`; :mod:`fedmed.tasks.vfl_clip.protocol` holds the protocol
+steps, run in one process by ``run_vfl_inprocess`` and over Flower messages by
+``strategies.vfl_clip`` (``federation = "vertical"`` makes the ServerApp pick
+it instead of FedAvg).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class VflClipTask(Task):
 
     name = "vfl-clip"
     config_class = VflClipConfig
+    federation = "vertical"
 
     def __init__(self, cfg: VflClipConfig, run_config: FlatConfig) -> None:
         self.cfg = cfg

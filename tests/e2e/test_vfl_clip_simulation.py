@@ -1,0 +1,136 @@
+"""VFL-CLIP through `fedmed simulate`: the vertical protocol over Flower messages.
+
+3 image providers + 1 knowledge provider on synthetic DermaMNIST with the
+tiny random CLIP. The Flower run must produce exactly the context vectors of
+the in-process protocol (same secure sums, same Adam steps), learn, count
+bytes, keep only byte counts per site in the server's records, survive an
+image provider failing before masking, and refuse a single image provider.
+"""
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fedmed.tasks.vfl_clip  # noqa: F401  (registers "vfl-clip")
+from fedmed.commands import simulate_command
+from fedmed.tasks.registry import get_task
+from fedmed.tasks.vfl_clip.protocol import run_vfl_inprocess
+from tests.e2e.test_method_simulations import CHECKER, REPO
+
+pytestmark = pytest.mark.e2e
+TINY = REPO / "configs" / "vfl_clip_tiny.toml"
+
+
+def simulate(run, data, sites: int, rounds: int, sets=(), extra=()) -> dict:
+    """`fedmed simulate --task vfl-clip` with the tiny config; contract-checked."""
+    cmd = simulate_command(
+        "vfl-clip", run, data, sites, rounds, TINY, sets, extra=extra
+    )
+    subprocess.run(cmd, check=True, cwd=REPO, timeout=600)
+    subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    return json.loads((run / "summary.json").read_text())
+
+
+def rows(run, phase: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, filter(None, lines)) if r["phase"] == phase]
+
+
+def inprocess_context(data, rounds: int, dropouts=None) -> torch.Tensor:
+    """The knowledge provider's context after the in-process protocol."""
+    task = get_task({**tomllib.loads(TINY.read_text()), "data-dir": str(data)})
+    nodes = [{"partition-id": k, "num-partitions": 4} for k in range(3)]
+    providers = [task.image_provider(node) for node in nodes]
+    knowledge = task.knowledge_provider()
+    run_vfl_inprocess(task.cfg, knowledge, providers, rounds, dropouts=dropouts)
+    return knowledge.model.prompt_learner.ctx.detach()
+
+
+def checkpoint_context(run, round_id: int) -> torch.Tensor:
+    state = load_file(str(run / "checkpoints" / f"round_{round_id}.safetensors"))
+    return state["prompt_learner.ctx"]
+
+
+def test_vfl_clip_federation_equals_inprocess_protocol_and_learns(tmp_path):
+    # Prepare
+    run, data = tmp_path / "run", tmp_path / "data"
+    # Execute
+    summary = simulate(run, data, sites=4, rounds=30)
+    # Assert: exactly the in-process protocol's (= centralised CoOp's) context
+    torch.testing.assert_close(
+        checkpoint_context(run, 30), inprocess_context(data, 30), rtol=0, atol=1e-6
+    )
+    evaluations = [r["aggregated"] for r in rows(run, "evaluate")]
+    assert summary["rounds_completed"] == 30 and len(evaluations) == 30
+    assert evaluations[-1]["pooled_auc"] > max(0.6, evaluations[0]["pooled_auc"] + 0.1)
+    train = rows(run, "train")
+    assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in train)
+    assert train[0]["accepted"] == 3 and summary["total_bytes_up"] > 0
+    # The server records byte counts per site, never a provider's values.
+    for record in train + rows(run, "evaluate"):
+        assert set(record["sites"]) <= {"0", "1", "2", "knowledge"}
+        assert all(
+            set(v) == {"bytes_up", "bytes_down"} for v in record["sites"].values()
+        )
+    assert (run / "plots" / "confusion_matrix.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # ~50 s: a second simulation
+def test_provider_failing_before_masking_leaves_and_the_sum_stays_exact(tmp_path):
+    # Prepare: image provider 1 crashes when asked to mask in round 2
+    run, data = tmp_path / "run", tmp_path / "data"
+    # Execute
+    simulate(run, data, sites=4, rounds=3, sets=["faults=raise@1:2"])
+    # Assert
+    train = rows(run, "train")
+    assert [r["accepted"] for r in train] == [3, 2, 2]
+    assert train[1]["dropped"] == [1] and train[1]["rejected"][0]["site"] == "1"
+    torch.testing.assert_close(
+        checkpoint_context(run, 3),
+        inprocess_context(data, 3, dropouts={2: [1]}),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.slow  # ~100 s: three simulations
+def test_resume_restarts_the_knowledge_provider_from_the_checkpointed_context(
+    tmp_path,
+):
+    # Prepare: 2 rounds, then resume the same run directory to 3 rounds
+    run, data = tmp_path / "run", tmp_path / "data"
+    simulate(run, data, sites=4, rounds=2)
+    # Execute
+    summary = simulate(run, data, sites=4, rounds=3, extra=["--resume"])
+    # Assert: round 3 starts from round 2's context, so its loss is the loss of
+    # an uninterrupted run's round 3 (Adam moments restart only afterwards).
+    train = rows(run, "train")
+    assert [r["round"] for r in train] == [1, 2, 3]
+    assert summary["rounds_completed"] == 3
+    straight = tmp_path / "straight"
+    simulate(straight, data, sites=4, rounds=3)
+    expected = rows(straight, "train")[2]["aggregated"]["train_loss"]
+    assert train[2]["aggregated"]["train_loss"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_single_image_provider_refuses_to_start(tmp_path):
+    # Prepare: 2 sites = 1 knowledge provider + 1 image provider
+    cmd = simulate_command(
+        "vfl-clip", tmp_path / "run", tmp_path / "data", 2, 1, run_config=TINY
+    )
+    # Execute
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # Assert
+    assert done.returncode != 0
+    assert "needs at least 2 image providers, found 1" in done.stdout + done.stderr
+    assert not rows_exist(tmp_path / "run", "train")
+
+
+def rows_exist(run, phase: str) -> bool:
+    return (run / "metrics.jsonl").exists() and bool(rows(run, phase))
