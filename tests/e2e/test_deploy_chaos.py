@@ -21,7 +21,7 @@ from fedmed.deploy.watch import drive_run, rounds_completed
 from server.simulation import resolve_run_config
 from tests.e2e.test_deploy import CHECKER, REPO, processes_using, records, synth_sites
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 
 def run_config(run: Path, data: Path, rounds: int, **extra) -> dict:
@@ -67,6 +67,7 @@ def deployment_for(tmp_path: Path, data: Path, sites: int) -> LocalDeployment:
     return LocalDeployment(tmp_path / "work", layout, members)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
     # Prepare
