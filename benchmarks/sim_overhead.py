@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         "the aggregate is scored on the held-out set. The simulation runs 2 Ray actors "
         "on 2 cores; startup_s (Ray start, imports, run directory, final plots) is "
         "paid once per run, so overhead_ratio = (startup_s + rounds * sim_round_s) / "
-        "(rounds * loop_round_s) falls towards rounds_only_ratio as runs get longer."
+        "(rounds * loop_round_s) falls towards rounds_only_ratio as runs get longer. "
+        "per_round_messaging_s = sim_round_s - loop_round_s: Flower's messaging, "
+        "serialisation and actor scheduling per round, net of any difference in "
+        "compute speed between two one-thread actors and the two-thread loop; a "
+        "negative value means that difference outweighs the messaging cost."
     )
     write_result(
         "sim_overhead", [row], command, notes=notes, results_dir=args.results_dir

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from fedmed.bench.cli import bench_app
 from fedmed.commands import apply_hermetic_env
 from fedmed.deploy.cli import certs, deploy_app
 
@@ -25,6 +26,7 @@ app.add_typer(data_app, name="data")
 data_app.add_typer(synth_app, name="synth")
 app.add_typer(deploy_app, name="deploy")
 app.command("certs")(certs)
+app.add_typer(bench_app, name="bench")
 console = Console()
 
 

@@ -30,7 +30,7 @@ class InjectedFault(RuntimeError):
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted fault: ``kind`` at ``site`` in ``round`` (``None`` = every round)."""
+    """Fault ``kind`` at ``site`` in ``round`` (``None``: every round)."""
 
     kind: str
     site: int
@@ -51,7 +51,8 @@ def parse_faults(spec: str) -> list[Fault]:
             )
         except ValueError:
             raise ValueError(
-                f"bad fault {item!r}: expected kind@site:round, e.g. 'nan@1:2' or 'raise@0:*'"
+                f"bad fault {item!r}: expected kind@site:round, "
+                "e.g. 'nan@1:2' or 'raise@0:*'"
             ) from None
         if fault.kind not in FAULT_KINDS:
             raise ValueError(

@@ -4,10 +4,13 @@ from fedmed.tasks import get_task
 from tests.tasks.test_task_contract import tiny_run_config
 
 
-@pytest.mark.parametrize(("mode", "expected_prefixes"), [
-    ("linear", {"head."}),
-    ("lora", {"base_model.model.head.", "base_model.model.blocks."}),
-])
+@pytest.mark.parametrize(
+    ("mode", "expected_prefixes"),
+    [
+        ("linear", {"head."}),
+        ("lora", {"base_model.model.head.", "base_model.model.blocks."}),
+    ],
+)
 def test_mode_changes_only_what_is_exchanged(mode, expected_prefixes):
     task = get_task({**tiny_run_config("classify"), "classify.mode": mode})
     model = task.build_model()

@@ -1,0 +1,170 @@
+"""``fedmed bench``: the privacy, communication, scale and fault benchmarks.
+
+Each subcommand measures, then writes three things: ``<out>/<bench>.json``
+(rows plus the per-round detail behind the plots), the contract file
+``benchmarks/results/<bench>.json`` (DESIGN.md, via ``write_result``) with its
+PNG next to it, and, when the contract file is the repository's,
+BENCHMARKS.md regenerated. ``--quick`` runs a reduced grid on tiny
+configurations (minutes on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fedmed.bench.results import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    update_benchmarks_md,
+    write_result,
+)
+
+log = logging.getLogger(__name__)
+
+bench_app = typer.Typer(
+    help="Privacy, communication, scale and fault benchmarks.", no_args_is_help=True
+)
+#: Contract file of each bench. ``comm`` and ``secagg`` leave the tables of
+#: ``benchmarks/comm.py`` (ViT-B/16 exchange modes, comm.json) and
+#: ``benchmarks/secagg.py`` (the protocol at 2-20 providers, secagg.json) alone.
+CONTRACT_NAMES = {
+    "comm": "comm_tasks",
+    "secagg": "secagg_scaling",
+    "dp": "dp",
+    "scale": "scale",
+    "faults": "faults",
+}
+
+QUICK = typer.Option(False, "--quick", help="Reduced grid on tiny configs.")
+OUT = typer.Option(Path("runs/bench"), "--out", help="Folder for JSON and work files.")
+RESULTS = typer.Option(RESULTS_DIR, "--results-dir", help="Contract results folder.")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def publish(
+    bench: str,
+    rows: list[dict],
+    detail: dict[str, Any],
+    *,
+    quick: bool,
+    out: Path,
+    results_dir: Path,
+    notes: str,
+    plot: Callable[[Path], Path],
+) -> Path:
+    """Write the run JSON, the contract JSON + PNG, and regenerate BENCHMARKS.md."""
+    name = CONTRACT_NAMES[bench]
+    png = plot(Path(results_dir) / f"{name}.png")
+    command = f"fedmed bench {bench}" + (" --quick" if quick else "")
+    contract = write_result(
+        name,
+        rows,
+        command,
+        notes=notes,
+        plots=[_relative(png)],
+        results_dir=Path(results_dir),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "bench": bench,
+        "quick": quick,
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "contract": _relative(contract),
+        "plot": _relative(png),
+        "rows": rows,
+        "detail": detail,
+    }
+    (out / f"{bench}.json").write_text(
+        json.dumps(payload, indent=2, default=str) + "\n"
+    )
+    if Path(results_dir).resolve() == RESULTS_DIR.resolve():
+        update_benchmarks_md()
+    return out / f"{bench}.json"
+
+
+def _work(out: Path, bench: str) -> Path:
+    folder = out / "work" / bench
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+#: One-line summary of each bench, shown by ``fedmed bench --help``.
+SUMMARIES = {
+    "comm": "Bytes per round per site for every task, exchange mode and codec.",
+    "secagg": "Secure vs plain aggregation over clients, vector size and dropouts.",
+    "dp": "DP-FedAvg on adapter updates: epsilon (RDP accountant) and utility.",
+    "scale": "Simulation of 2 -> 50 sites: round wall, memory per site, overhead.",
+    "faults": "Scripted faults and a killed server: the outcome of each, nothing lost.",
+}
+
+
+def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
+    """Measure ``bench`` and publish it; the run JSON's path.
+
+    Every bench module ``fedmed.bench.<bench>`` exposes ``run_<bench>(quick,
+    work_dir) -> (rows, detail)``; its prose and figure come from
+    ``notes.NOTES[bench]`` and ``plots.PLOTS[bench]``. Imports are lazy so
+    ``fedmed --help`` does not load torch.
+    """
+    from fedmed.commands import apply_hermetic_env
+
+    apply_hermetic_env()
+    import torch
+
+    # One intra-op thread, as a simulated site (Ray actor) has: in-process
+    # rounds then cost the same work per site, and stay steady on a shared box.
+    torch.set_num_threads(1)
+    from fedmed.bench.notes import NOTES
+    from fedmed.bench.plots import PLOTS
+
+    module = importlib.import_module(f"fedmed.bench.{bench}")
+    rows, detail = getattr(module, f"run_{bench}")(quick, _work(out, bench))
+    return publish(
+        bench,
+        rows,
+        detail,
+        quick=quick,
+        out=out,
+        results_dir=results_dir,
+        notes=NOTES[bench](rows, detail),
+        plot=lambda path: PLOTS[bench](rows, detail, path),
+    )
+
+
+def _register(bench: str) -> None:
+    def command(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS):
+        run_bench(bench, quick, out, results_dir)
+
+    command.__doc__ = SUMMARIES[bench]
+    bench_app.command(bench)(command)
+
+
+for _bench in SUMMARIES:
+    _register(_bench)
+
+
+@bench_app.command("all")
+def run_all(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS) -> None:
+    """Every bench in turn (``--quick``: under ten minutes on two CPU cores)."""
+    for bench in SUMMARIES:
+        started = time.perf_counter()
+        run_bench(bench, quick, out, results_dir)
+        typer.echo(f"{bench}: {time.perf_counter() - started:.0f} s")

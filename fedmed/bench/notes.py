@@ -1,0 +1,135 @@
+"""Prose under each BENCHMARKS.md table, computed from the measured rows.
+
+Nothing here is a number typed by hand: every figure quoted is read from the
+rows (or the bench's detail) it summarises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def comm_notes(rows: list[dict], detail: dict[str, Any]) -> str:
+    """What the byte columns mean and what each codec cost on the classifier."""
+    setup = detail["codec_cost_setup"]
+    costs = [r for r in rows if "heldout_auc" in r]
+    cost_text = ", ".join(
+        f"{r['codec']} AUC {r['heldout_auc']:.3f} ({r['auc_change_vs_fp32']:+.3f})"
+        for r in costs
+    )
+    lines = [
+        "bytes_up_per_round: Flower ArrayRecord payload bytes one site uploads per "
+        "round "
+        "(setting tiny: counted from the encoded record; setting paper: elements x "
+        "codec "
+        "size, built on the meta device or with random weights, headers excluded); the "
+        "download is the aggregate with the same keys and shapes. ratio_to_full: "
+        "against "
+        "sending Task.full_model_params at the same codec.",
+        f"Codec cost (classify LoRA, tiny ViT, synthetic DermaMNIST, {setup['sites']} "
+        "sites x "
+        f"{setup['rounds']} rounds, every transfer through the codec): {cost_text}.",
+    ]
+    for task, reason in detail.get("pending_paper_sizes", {}).items():
+        lines.append(f"Paper-size row of {task} pending: {reason}")
+    return "\n\n".join(lines)
+
+
+def secagg_notes(rows: list[dict], detail: dict[str, Any]) -> str:
+    """How the secure round is timed and where it costs most."""
+    worst = max(rows, key=lambda r: r["time_ratio"])
+    bytes_worst = max(rows, key=lambda r: r["bytes_ratio"])
+    return (
+        "Measured with benchmarks/secagg.py's measure(): secure_wall_s is the critical "
+        "path of one round with parties in parallel (masking, routing, unmasking, "
+        "dropout recovery), plain_wall_s the fp32 sum; bytes are all round messages "
+        "both ways vs n fp32 vectors; key setup is once per run. Dropped parties leave "
+        "after key setup, before sending their masked input.\n\n"
+        f"Largest time ratio: x{worst['time_ratio']:.1f} at {worst['clients']} "
+        "clients, "
+        f"d={worst['dim']:,}, {worst['dropout_fraction']:.0%} dropouts; largest byte "
+        f"ratio: x{bytes_worst['bytes_ratio']:.3f} at {bytes_worst['clients']} "
+        "clients, "
+        f"d={bytes_worst['dim']:,}."
+    )
+
+
+def dp_notes(rows: list[dict], detail: dict[str, Any]) -> str:
+    """Mechanism, accountant and the measured utility cost."""
+    setup = detail["setup"]
+    utility = [r for r in rows if r["kind"] == "utility"]
+    plain = next(r for r in utility if r["noise_multiplier"] == 0)
+    points = ", ".join(
+        f"σ={r['noise_multiplier']}: ε={r['epsilon']:.3g}, AUC {r['heldout_auc']:.3f}"
+        for r in utility
+        if r["epsilon"]
+    )
+    return (
+        "Central DP with fixed clipping (DP-FedAvg, McMahan et al. 2018; the mechanism "
+        "of Flower's DifferentialPrivacyServerSideFixedClipping): each site's adapter "
+        "update is clipped to clip_norm, updates are averaged uniformly, Gaussian "
+        "noise "
+        "of std σ·C/m is added. ε is site-level, from an RDP accountant of the sampled "
+        "Gaussian mechanism (Mironov, Talwar & Zhang 2019; conversion Balle et al. "
+        "2020) "
+        "with sampling rate = fraction-train; accountant rows show other rates and "
+        "longer runs. Utility rows ran in process (fedmed.bench.loop, same "
+        "mechanism).\n\n"
+        f"Setup: {setup['task']}, {setup['sites']} sites x {setup['rounds']} rounds, "
+        f"clip norm {detail['clip_norm']:.3g} (median first-round update norm). "
+        f"No DP: AUC {plain['heldout_auc']:.3f}; {points}."
+    )
+
+
+def scale_notes(rows: list[dict], detail: dict[str, Any]) -> str:
+    """How time and memory were measured, and the largest configuration's figures."""
+    last = rows[-1]
+    return (
+        "fedmed simulate (Flower simulation runtime on Ray, 1 CPU per site, as many "
+        "ClientApp actors as cores) vs the same work in a plain sequential loop "
+        "(fedmed.bench.loop, one intra-op thread as an actor has: every site trains "
+        "and evaluates; neither times the held-out scoring of the aggregate). The "
+        "simulation runs one site per core at a time, the loop one site after the "
+        "other. sim_round_s and loop_round_s are means over the rounds "
+        "after the first; sim_first_round_s includes the actors' start-up (imports, "
+        "model build), startup_s the rest of the run outside rounds (Ray, app, "
+        "report); overhead_ratio = sim_round_s / loop_round_s. Memory is the RSS "
+        "sampled every 0.25 s (psutil) of the simulation's process tree; a site runs "
+        "inside an actor, so peak_site_rss_mb is the peak of one actor process; "
+        "actor_rss_growth_mb is the summed actor RSS peak of the last round minus the "
+        "first.\n\n"
+        f"At {last['sites']} sites: {last['sim_round_s']:.2f} s per simulated round vs "
+        f"{last['loop_round_s']:.2f} s in the loop (x{last['overhead_ratio']:.2f}), "
+        f"peak {last['peak_site_rss_mb']:.0f} MB per site."
+    )
+
+
+def faults_notes(rows: list[dict], detail: dict[str, Any]) -> str:
+    """The fault plan and whether every scenario ended as specified."""
+    survived = sum(1 for r in rows if r["survived"])
+    return (
+        f"One federation of {detail['sites']} sites (tiny LoRA classifier, synthetic "
+        f"DermaMNIST, min-sites 1), faults '{detail['plan']}' scripted through the "
+        f"faults run-config key, round-timeout-s {detail['round_timeout_s']:.0f}, "
+        f"site {detail['corrupt_site']}'s npz truncated to half for the whole run; "
+        "the server, Ray and every actor are killed (SIGKILL of the process group) "
+        f"once round {detail['kill_after_round']} is recorded, and the run restarted "
+        "with --resume. Outcomes are read back from metrics.jsonl and checkpoints/. "
+        "checkpoints_lost counts ok rounds without a checkpoint; replies_accounted "
+        "checks accepted + rejected + timed-out = sites asked, only a stalled site "
+        "silent; records_before_kill_kept checks that the checkpoints and records "
+        "written before the kill are byte-identical after the resume. survived also "
+        "needs exit code 0 and rounds 1..R each recorded exactly once.\n\n"
+        f"{survived} of {len(rows)} scenarios ended as specified."
+    )
+
+
+#: The notes function of each bench, by bench name (``fedmed bench <name>``).
+NOTES: dict[str, Callable[[list[dict], dict[str, Any]], str]] = {
+    "comm": comm_notes,
+    "secagg": secagg_notes,
+    "dp": dp_notes,
+    "scale": scale_notes,
+    "faults": faults_notes,
+}
