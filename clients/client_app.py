@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore import log
 
-from clients import vfl_clip
+from clients import secagg_site, vfl_clip
 from fedmed.faults import InjectedFault, corrupt_update, faults_for, parse_faults
 from fedmed.platform_config import parse_platform
 from fedmed.records import (
@@ -122,3 +122,4 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 vfl_clip.register(app, _guarded, _scripted_faults)  # VFL-CLIP roles (named actions)
+secagg_site.register(app, _guarded, _scripted_faults, site_of)  # secure aggregation

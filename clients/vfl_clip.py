@@ -15,29 +15,34 @@ Registered on the single ClientApp by :func:`register` as named actions
 
 State that must survive between messages lives in ``context.state`` (each
 message may run in a fresh process): an image provider's secure-aggregation
-party (private keys included, they never leave the node) and the knowledge
-provider's context vectors with their Adam moments. The wire helpers
-(:func:`to_record`, :func:`from_record`) are shared with
-``strategies.vfl_clip``.
+party (private keys included, they never leave the node; the setup and
+unmask handlers are :mod:`clients.secagg_party`'s) and the knowledge
+provider's context vectors with their Adam moments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmed.privacy import SecAggParty
-from fedmed.privacy.messages import (
-    KeyDirectory,
-    MaskRequest,
-    SetupSharesDelivery,
-    UnmaskRequest,
-    WireMessage,
+from clients.secagg_party import (
+    REPLY,
+    REQUEST,
+    Guard,
+    PartyActions,
+    Work,
+    from_record,
+    guarded_handler,
+    keep_party,
+    load_party,
+    party_actions,
+    register_train_actions,
+    to_record,
 )
+from fedmed.privacy.messages import MaskRequest
 from fedmed.records import (
     ARRAYS,
     CONFIG,
@@ -53,25 +58,12 @@ from fedmed.tasks.vfl_clip.protocol import ProviderJob, provider_vector, secagg_
 from fedmed.tasks.vfl_clip.roles import KnowledgeProvider, resolve_role
 from fedmed.tasks.vfl_clip.task import VflClipTask
 
-M = TypeVar("M", bound=WireMessage)
-Guard = Callable[[Message, Context, Callable[[], RecordDict]], Message]
 Faults = Callable[[Message, Context], set[str]]
-Work = Callable[[Message, Context], RecordDict]
 
 ROLE_ACTION = "vfl_role"
-PARTY_STATE = "vfl-secagg-party"
+VFL_PARTY = PartyActions("vfl", "vfl-secagg-party")
 KNOWLEDGE_STATE = "vfl-knowledge"
-REQUEST, REPLY, TEXT = "request", "reply", "text"
-
-
-def to_record(message: WireMessage) -> ArrayRecord:
-    """A protocol message as an ArrayRecord of flat numpy arrays (no pickle)."""
-    return ArrayRecord({k: Array(v) for k, v in message.to_arrays().items()})
-
-
-def from_record(kind: type[M], record: ArrayRecord) -> M:
-    """The protocol message ``kind`` back from its ArrayRecord (validated)."""
-    return kind.from_arrays({k: record[k].numpy() for k in record})
+TEXT = "text"
 
 
 def _task(context: Context) -> VflClipTask:
@@ -79,22 +71,6 @@ def _task(context: Context) -> VflClipTask:
     if not isinstance(task, VflClipTask):
         raise TypeError(f"VFL messages need task vfl-clip, found {task.name!r}")
     return task
-
-
-def _party(context: Context) -> SecAggParty:
-    if PARTY_STATE not in context.state:
-        raise RuntimeError(
-            "this node has no secure-aggregation state for the run: the key setup "
-            "(train.vfl_keys) must come first"
-        )
-    record = context.state[PARTY_STATE]
-    return SecAggParty.from_state({k: record[k].numpy() for k in record})
-
-
-def _keep_party(context: Context, party: SecAggParty) -> None:
-    context.state[PARTY_STATE] = ArrayRecord(
-        {k: Array(v) for k, v in party.to_state().items()}
-    )
 
 
 def _knowledge(context: Context, task: VflClipTask) -> KnowledgeProvider:
@@ -127,41 +103,18 @@ def role_reply(msg: Message, context: Context) -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord({"role": role.role, "site": site})})
 
 
-def advertise_keys(msg: Message, context: Context) -> RecordDict:
-    """``train.vfl_keys``: a fresh party for this run; only public keys leave."""
+def provider_site(context: Context) -> int:
+    """This node's party id: its image-provider site (none for the knowledge one)."""
     role = resolve_role(context.node_config, _task(context).cfg)
     if role.site is None:
         raise RuntimeError("the knowledge provider takes no part in secure aggregation")
-    party = SecAggParty(role.site)
-    _keep_party(context, party)
-    return RecordDict({REPLY: to_record(party.advertise())})
-
-
-def party_step(
-    step: Callable[[SecAggParty, Any], WireMessage | None], kind: type[WireMessage]
-) -> Work:
-    """A handler running one party step on the request (state kept on the node).
-
-    ``vfl_shares``: check the directory, send encrypted mask-key shares;
-    ``vfl_ready``: keep the peers' shares; ``vfl_unmask``: reveal the shares
-    the server needs to remove this round's masks.
-    """
-
-    def work(msg: Message, context: Context) -> RecordDict:
-        party = _party(context)
-        reply = step(party, from_record(kind, msg.content[REQUEST]))
-        _keep_party(context, party)
-        if reply is None:
-            return RecordDict({METRICS: metric_record({"ready": 1})})
-        return RecordDict({REPLY: to_record(reply)})
-
-    return work
+    return role.site
 
 
 def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
     """``train.vfl_mask``: ``[G_i, loss_i, N_i]`` or statistics, masked."""
     faults(msg, context)
-    task, party = _task(context), _party(context)
+    task, party = _task(context), load_party(context, VFL_PARTY)
     config = msg.content[CONFIG]
     job = ProviderJob(
         "train" if config["phase"] == "train" else "evaluate",
@@ -171,7 +124,7 @@ def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
     vector = provider_vector(task.image_provider(context.node_config), task.cfg, job)
     request = from_record(MaskRequest, msg.content[REQUEST])
     masked = party.mask(request, vector, secagg_codec(task.cfg, party.num_parties))
-    _keep_party(context, party)
+    keep_party(context, VFL_PARTY, party)
     return RecordDict({REPLY: to_record(masked)})
 
 
@@ -196,10 +149,7 @@ def apply_gradient(msg: Message, context: Context) -> RecordDict:
 
 
 TRAIN_ACTIONS: dict[str, Work] = {
-    "vfl_keys": advertise_keys,
-    "vfl_shares": party_step(SecAggParty.receive_directory, KeyDirectory),
-    "vfl_ready": party_step(SecAggParty.receive_setup_shares, SetupSharesDelivery),
-    "vfl_unmask": party_step(SecAggParty.unmask, UnmaskRequest),
+    **party_actions(VFL_PARTY, provider_site),  # vfl_keys, _shares, _ready, _unmask
     "vfl_text": publish_text,
     "vfl_apply": apply_gradient,
 }
@@ -212,13 +162,6 @@ def register(app: ClientApp, guarded: Guard, faults: Faults) -> None:
     so tests can make an image provider fail before it sends its input.
     """
 
-    def handler(work: Work) -> Callable[[Message, Context], Message]:
-        def handle(msg: Message, context: Context) -> Message:
-            return guarded(msg, context, lambda: work(msg, context))
-
-        return handle
-
-    app.query(ROLE_ACTION)(handler(role_reply))
-    app.train("vfl_mask")(handler(partial(mask_vector, faults=faults)))
-    for action, work in TRAIN_ACTIONS.items():
-        app.train(action)(handler(work))
+    app.query(ROLE_ACTION)(guarded_handler(guarded, role_reply))
+    mask = partial(mask_vector, faults=faults)
+    register_train_actions(app, guarded, {**TRAIN_ACTIONS, "vfl_mask": mask})

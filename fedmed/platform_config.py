@@ -8,6 +8,7 @@ passes silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +21,13 @@ Partitioner = Literal["iid", "dirichlet", "quantity"]
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    """What every run shares, whatever the task."""
+    """What every run shares, whatever the task.
+
+    ``secure-aggregation = true`` makes the server learn only the weighted sum
+    of the sites' updates (``strategies.secure_fedavg``); every site's
+    ``n_i * w_i`` must then lie within ``secagg-value-range`` (64-bit
+    fixed-point ring: the mean is exact to about ``sites**2 * range / 2**64``).
+    """
 
     task_name: str = "classify"
     num_server_rounds: int = 3
@@ -35,6 +42,7 @@ class PlatformConfig:
     partition_alpha: float = 0.5
     round_timeout_s: float = 3600.0
     secure_aggregation: bool = False
+    secagg_value_range: float = 1e9
     resume: bool = False
     faults: str = ""
     fault_sleep_s: float = 5.0
@@ -53,6 +61,30 @@ class PlatformConfig:
         if self.partition_alpha <= 0:
             raise ConfigError(
                 f"partition-alpha must be > 0, found {self.partition_alpha}"
+            )
+        if not (math.isfinite(self.secagg_value_range) and self.secagg_value_range > 0):
+            raise ConfigError(
+                "secagg-value-range must be a positive finite number, "
+                f"found {self.secagg_value_range}"
+            )
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
+
+    def _check_secure_aggregation(self) -> None:
+        """Secure aggregation needs >= 2 sites per sum and uncompressed updates."""
+        if self.min_sites < 2:
+            raise ConfigError(
+                "secure-aggregation=true needs min-sites >= 2, found "
+                f"{self.min_sites}: a sum over one site is that site's update; run "
+                "with at least 2 "
+                "sites and min-sites=2, or set secure-aggregation=false"
+            )
+        if self.comm_dtype != "fp32":
+            raise ConfigError(
+                f"secure-aggregation=true needs comm-dtype=fp32, found "
+                f"{self.comm_dtype!r}: masked updates travel as 64-bit fixed-point "
+                "integers (a codec cannot compress what it cannot see) and the "
+                "aggregate goes back in fp32; set comm-dtype=fp32"
             )
 
 

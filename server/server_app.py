@@ -10,11 +10,13 @@ from flwr.supercore import log
 
 from fedmed.comm.codecs import bytes_per_element
 from fedmed.platform_config import PlatformConfig, parse_platform
+from fedmed.privacy.weighted_sum import check_secure_aggregation
 from fedmed.records import record_to_state, state_to_record
 from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from strategies.adapter_fedavg import AdapterFedAvg
+from strategies.secure_fedavg import SecureAdapterFedAvg
 from strategies.vfl_clip import run_vertical
 
 app = ServerApp()
@@ -67,11 +69,33 @@ def initial_state(task: Task, run: RunDirectory, platform: PlatformConfig):
     return task.exchanged(task.build_model()), 0
 
 
+def horizontal_strategy(
+    task: Task, run: RunDirectory, platform: PlatformConfig, round_offset: int
+) -> AdapterFedAvg:
+    """AdapterFedAvg, or its secure-aggregation variant when the run asks for it."""
+    common = {
+        "min_sites": platform.min_sites,
+        "fraction_train": platform.fraction_train,
+        "round_offset": round_offset,
+    }
+    if not platform.secure_aggregation:
+        return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common)
+    return SecureAdapterFedAvg(
+        task,
+        run,
+        value_range=platform.secagg_value_range,
+        timeout=platform.round_timeout_s,
+        **common,
+    )
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` of federated training for the configured task."""
     platform = parse_platform(context.run_config, list_tasks())
     task = get_task(context.run_config)
+    if platform.secure_aggregation and task.federation == "horizontal":
+        check_secure_aggregation(task)  # refuse before anything is written
     run = RunDirectory(platform.run_dir)
     run.create(context.run_config, resume=platform.resume)
     state, offset = initial_state(task, run, platform)
@@ -88,14 +112,7 @@ def main(grid: Grid, context: Context) -> None:
             seed=task.seed,
         )
     elif remaining > 0:
-        strategy = AdapterFedAvg(
-            task,
-            run,
-            codec=platform.comm_dtype,
-            min_sites=platform.min_sites,
-            fraction_train=platform.fraction_train,
-            round_offset=offset,
-        )
+        strategy = horizontal_strategy(task, run, platform, offset)
         strategy.start(
             grid,
             state_to_record(state, platform.comm_dtype),
@@ -110,7 +127,11 @@ def main(grid: Grid, context: Context) -> None:
             run,
             full_model_bytes=full,
             exchanged_bytes=exchanged,
-            extra={"task": task.name, "comm_dtype": platform.comm_dtype},
+            extra={
+                "task": task.name,
+                "comm_dtype": platform.comm_dtype,
+                "secure_aggregation": platform.secure_aggregation,
+            },
         )
     )
     plot_run(run)

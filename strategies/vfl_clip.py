@@ -26,37 +26,24 @@ fresh key setup runs.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from logging import ERROR, INFO
-from typing import Any
+from logging import INFO
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import Tensor
 
-from clients.vfl_clip import REPLY, REQUEST, ROLE_ACTION, TEXT, from_record, to_record
+from clients.vfl_clip import ROLE_ACTION, TEXT, VFL_PARTY, from_record, to_record
 from fedmed.privacy import RecoveryFailed, SecAggServer
-from fedmed.privacy.messages import (
-    KeyAdvertisement,
-    KeyDirectory,
-    MaskedInput,
-    MaskRequest,
-    SetupShares,
-    SetupSharesDelivery,
-    UnmaskRequest,
-    UnmaskResponse,
-    WireMessage,
-)
+from fedmed.privacy.messages import MaskedInput, MaskRequest
 from fedmed.privacy.protocol import run_setup
 from fedmed.records import (
     ARRAYS,
     CONFIG,
     METRICS,
     SERVER_ROUND,
-    payload_bytes,
     record_to_state,
     state_to_record,
 )
@@ -66,127 +53,20 @@ from fedmed.tasks.vfl_clip.metrics import plot_confusion_matrix
 from fedmed.tasks.vfl_clip.protocol import ProviderJob, evaluate_round, train_round
 from fedmed.tasks.vfl_clip.roles import VflSetupError, check_image_providers
 from fedmed.tasks.vfl_clip.task import VflClipTask
+from strategies.secagg_channel import FlowerParties, Tally, Transport, wire_content
 
 KNOWLEDGE = "knowledge"
 
 
 @dataclass
-class Tally:
-    """Payload bytes per site since the last :meth:`take` (one metrics row)."""
+class FlowerProviders(FlowerParties):
+    """:class:`fedmed.privacy.protocol.PartyChannel` to the image providers."""
 
-    up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    failures: list[dict] = field(default_factory=list)
+    actions = VFL_PARTY
+    party_noun = "image providers"
+    setup_error = VflSetupError
 
-    def take(self) -> dict:
-        sites = {
-            s: {"bytes_up": self.up[s], "bytes_down": self.down[s]}
-            for s in sorted(set(self.up) | set(self.down))
-        }
-        row = {
-            "sites": sites,
-            "bytes_up": sum(self.up.values()),
-            "bytes_down": sum(self.down.values()),
-            "rejected": self.failures,
-        }
-        self.up, self.down, self.failures = defaultdict(int), defaultdict(int), []
-        return row
-
-    def relabel(self, labels: Mapping[str, str]) -> None:
-        """Rename sites counted before their names were known (node ids)."""
-        for counts in (self.up, self.down):
-            for old, new in labels.items():
-                if old in counts:
-                    counts[new] += counts.pop(old)
-
-
-@dataclass
-class Transport:
-    """Round trips to named nodes, with byte counts; failed replies are left out."""
-
-    grid: Grid
-    timeout: float
-    tally: Tally
-
-    def exchange(
-        self, action: str, contents: Mapping[str, RecordDict], nodes: Mapping[str, int]
-    ) -> dict[str, RecordDict]:
-        """Send ``contents[site]`` to ``nodes[site]`` as ``train.<action>``."""
-        messages = []
-        for site, content in contents.items():
-            self.tally.down[site] += payload_bytes(content)
-            kind = action if "." in action else f"train.{action}"
-            messages.append(
-                Message(content=content, dst_node_id=nodes[site], message_type=kind)
-            )
-        sites = {node: site for site, node in nodes.items()}
-        replies = {}
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
-            site = sites[reply.metadata.src_node_id]
-            if reply.has_error():
-                log(ERROR, "%s: site %s failed:\n%s", action, site, reply.error.reason)
-                reason = reply.error.reason.strip().splitlines()[-1][:300]
-                self.tally.failures.append({"site": site, "reason": reason})
-                continue
-            self.tally.up[site] += payload_bytes(reply.content)
-            replies[site] = reply.content
-        failed = {f["site"] for f in self.tally.failures}
-        for site in sorted(set(contents) - set(replies) - failed):
-            log(
-                ERROR, "%s: site %s sent no reply in %.0f s", action, site, self.timeout
-            )
-            self.tally.failures.append({"site": site, "reason": "no reply (timeout)"})
-        return replies
-
-
-def _request(message: WireMessage, **config: int | str) -> RecordDict:
-    content = RecordDict({REQUEST: to_record(message)})
-    if config:
-        content[CONFIG] = ConfigRecord(dict(config))
-    return content
-
-
-@dataclass
-class FlowerProviders:
-    """:class:`fedmed.privacy.protocol.PartyChannel` over Flower messages."""
-
-    transport: Transport
-    nodes: dict[int, int]  # party (image-provider site) -> node id
     server_round: int = 0
-
-    def _exchange(
-        self,
-        action: str,
-        contents: Mapping[int, RecordDict],
-        kind: type[WireMessage] | None,
-    ) -> dict[int, Any]:
-        nodes = {str(p): self.nodes[p] for p in contents}
-        replies = self.transport.exchange(
-            action, {str(p): c for p, c in contents.items()}, nodes
-        )
-        if kind is None:
-            return {int(s): r for s, r in replies.items()}
-        return {int(s): from_record(kind, r[REPLY]) for s, r in replies.items()}
-
-    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]:
-        contents = {p: RecordDict() for p in parties}
-        return self._exchange("vfl_keys", contents, KeyAdvertisement)
-
-    def share(
-        self, directory: KeyDirectory, parties: Sequence[int]
-    ) -> dict[int, SetupShares]:
-        contents = {p: _request(directory) for p in parties}
-        return self._exchange("vfl_shares", contents, SetupShares)
-
-    def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
-        contents = {p: _request(d) for p, d in deliveries.items()}
-        ready = self._exchange("vfl_ready", contents, None)
-        missing = sorted(set(deliveries) - set(ready))
-        if missing:
-            raise VflSetupError(
-                f"image providers {missing} failed during the key setup; restart "
-                "the run once they are reachable"
-            )
 
     def mask(self, request: MaskRequest, job: ProviderJob) -> dict[int, MaskedInput]:
         config = {
@@ -196,15 +76,9 @@ class FlowerProviders:
         }
         contents = {}
         for party in request.active:
-            contents[party] = _request(request, **config)
+            contents[party] = wire_content(request, **config)
             contents[party][TEXT] = to_record(job.text)
-        return self._exchange("vfl_mask", contents, MaskedInput)
-
-    def unmask(
-        self, requests: Mapping[int, UnmaskRequest]
-    ) -> dict[int, UnmaskResponse]:
-        contents = {p: _request(r) for p, r in requests.items()}
-        return self._exchange("vfl_unmask", contents, UnmaskResponse)
+        return self._exchange("mask", contents, MaskedInput)
 
 
 @dataclass
@@ -241,7 +115,7 @@ class FlowerKnowledge:
         return self.text  # type: ignore[return-value]  # set by _call
 
     def apply(self, aggregate: AggregatedGradient) -> dict[str, float]:
-        reply = self._call("vfl_apply", _request(aggregate))
+        reply = self._call("vfl_apply", wire_content(aggregate))
         self.metrics = {k: float(v) for k, v in reply[METRICS].items()}
         return self.metrics
 

@@ -1,0 +1,147 @@
+"""Node side of secure aggregation: the party steps every fedmed protocol shares.
+
+Whatever a protocol sums (VFL-CLIP's gradients, a horizontal run's adapter
+updates), the key setup and the unmask step are the same, so both register
+these handlers under their own action names (:class:`PartyActions`)::
+
+    train.<prefix>_keys     -> KeyAdvertisement (a fresh party for the run)
+    train.<prefix>_shares   KeyDirectory        -> SetupShares (encrypted)
+    train.<prefix>_ready    SetupSharesDelivery -> acknowledgement
+    train.<prefix>_unmask   UnmaskRequest       -> UnmaskResponse
+
+Only the masking step, which computes the vector, is the protocol's own.
+The party (private keys included) lives in the node's ``Context.state``
+between messages, since each message may run in a fresh process; it never
+leaves the node. :func:`to_record` / :func:`from_record` carry protocol
+messages as flat numpy arrays (no pickle) and are shared with the servers'
+channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedmed.privacy import SecAggParty
+from fedmed.privacy.messages import (
+    KeyDirectory,
+    SetupSharesDelivery,
+    UnmaskRequest,
+    WireMessage,
+)
+from fedmed.records import METRICS, metric_record
+
+M = TypeVar("M", bound=WireMessage)
+Work = Callable[[Message, Context], RecordDict]
+Handler = Callable[[Message, Context], Message]
+Guard = Callable[[Message, Context, Callable[[], RecordDict]], Message]
+
+REQUEST, REPLY = "request", "reply"
+
+
+@dataclass(frozen=True)
+class PartyActions:
+    """Action names and node-state key of one secure-aggregation protocol."""
+
+    prefix: str
+    state_key: str
+
+    def action(self, step: str) -> str:
+        """Named action of ``step`` (``keys``, ``shares``, ``ready``, ``mask``...)."""
+        return f"{self.prefix}_{step}"
+
+
+def to_record(message: WireMessage) -> ArrayRecord:
+    """A protocol message as an ArrayRecord of flat numpy arrays (no pickle)."""
+    return ArrayRecord({k: Array(v) for k, v in message.to_arrays().items()})
+
+
+def from_record(kind: type[M], record: ArrayRecord) -> M:
+    """The protocol message ``kind`` back from its ArrayRecord (validated)."""
+    return kind.from_arrays({k: record[k].numpy() for k in record})
+
+
+def load_party(context: Context, actions: PartyActions) -> SecAggParty:
+    """This node's party for the run, as the last message left it."""
+    if actions.state_key not in context.state:
+        raise RuntimeError(
+            "this node has no secure-aggregation state for the run: the key setup "
+            f"(train.{actions.action('keys')}) must come first"
+        )
+    record = context.state[actions.state_key]
+    return SecAggParty.from_state({k: record[k].numpy() for k in record})
+
+
+def keep_party(context: Context, actions: PartyActions, party: SecAggParty) -> None:
+    """Store the party's state on the node for the next message."""
+    context.state[actions.state_key] = ArrayRecord(
+        {k: Array(v) for k, v in party.to_state().items()}
+    )
+
+
+def party_step(
+    step: Callable[[SecAggParty, Any], WireMessage | None],
+    kind: type[WireMessage],
+    actions: PartyActions,
+) -> Work:
+    """A handler running one party step on the request (state kept on the node).
+
+    ``shares``: check the directory, send encrypted mask-key shares;
+    ``ready``: keep the peers' shares; ``unmask``: reveal the shares the
+    server needs to remove this round's masks.
+    """
+
+    def work(msg: Message, context: Context) -> RecordDict:
+        party = load_party(context, actions)
+        reply = step(party, from_record(kind, msg.content[REQUEST]))
+        keep_party(context, actions, party)
+        if reply is None:
+            return RecordDict({METRICS: metric_record({"ready": 1})})
+        return RecordDict({REPLY: to_record(reply)})
+
+    return work
+
+
+def party_actions(
+    actions: PartyActions, party_of: Callable[[Context], int]
+) -> dict[str, Work]:
+    """The shared handlers by action name; ``party_of`` names this node's party."""
+
+    def advertise_keys(msg: Message, context: Context) -> RecordDict:
+        party = SecAggParty(party_of(context))  # fresh keys for this run
+        keep_party(context, actions, party)
+        return RecordDict({REPLY: to_record(party.advertise())})
+
+    return {
+        actions.action("keys"): advertise_keys,
+        actions.action("shares"): party_step(
+            SecAggParty.receive_directory, KeyDirectory, actions
+        ),
+        actions.action("ready"): party_step(
+            SecAggParty.receive_setup_shares, SetupSharesDelivery, actions
+        ),
+        actions.action("unmask"): party_step(
+            SecAggParty.unmask, UnmaskRequest, actions
+        ),
+    }
+
+
+def guarded_handler(guarded: Guard, work: Work) -> Handler:
+    """A Flower handler running ``work``; ``guarded`` turns errors into replies."""
+
+    def handle(msg: Message, context: Context) -> Message:
+        return guarded(msg, context, lambda: work(msg, context))
+
+    return handle
+
+
+def register_train_actions(
+    app: ClientApp, guarded: Guard, actions: Mapping[str, Work]
+) -> None:
+    """Register every ``work`` in ``actions`` as the named action ``train.<name>``."""
+    for name, work in actions.items():
+        app.train(name)(guarded_handler(guarded, work))

@@ -1,0 +1,185 @@
+"""Secure aggregation over Flower's Message API: the server's channel to the parties.
+
+:func:`fedmed.privacy.protocol.run_setup` and the unmask step of every
+round need the same round trips whatever the parties sum, so VFL-CLIP's
+image providers (``strategies.vfl_clip``) and a horizontal run's sites
+(``strategies.secure_fedavg``) share :class:`FlowerParties`; each adds its
+own ``mask`` step. :class:`Transport` sends named actions to nodes and counts
+every payload's bytes per site into a :class:`Tally` (one metrics row).
+A node that errs or times out is logged and left out of the replies, which
+the protocol counts as a dropout.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from logging import ERROR
+from typing import Any, ClassVar
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from clients.secagg_party import REPLY, REQUEST, PartyActions, from_record, to_record
+from fedmed.privacy import SecAggError
+from fedmed.privacy.messages import (
+    KeyAdvertisement,
+    KeyDirectory,
+    MaskedInput,
+    MaskRequest,
+    SetupShares,
+    SetupSharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+    WireMessage,
+)
+from fedmed.records import CONFIG, payload_bytes
+
+
+class SetupIncomplete(SecAggError):
+    """Parties failed during the key setup; the run cannot rely on their shares."""
+
+
+@dataclass
+class Tally:
+    """Payload bytes per site since the last :meth:`take` (one metrics row)."""
+
+    up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failures: list[dict] = field(default_factory=list)
+
+    def take(self) -> dict:
+        sites = {
+            s: {"bytes_up": self.up[s], "bytes_down": self.down[s]}
+            for s in sorted(set(self.up) | set(self.down))
+        }
+        row = {
+            "sites": sites,
+            "bytes_up": sum(self.up.values()),
+            "bytes_down": sum(self.down.values()),
+            "rejected": self.failures,
+        }
+        self.up, self.down, self.failures = defaultdict(int), defaultdict(int), []
+        return row
+
+    def relabel(self, labels: Mapping[str, str]) -> None:
+        """Rename sites counted before their names were known (node ids)."""
+        for counts in (self.up, self.down):
+            for old, new in labels.items():
+                if old in counts:
+                    counts[new] += counts.pop(old)
+
+    def fail(self, site: str, reason: str) -> None:
+        """Log a site's failure and list it in the row (last line, 300 chars)."""
+        log(ERROR, "site %s failed:\n%s", site, reason)
+        self.failures.append(
+            {"site": site, "reason": reason.strip().splitlines()[-1][:300]}
+        )
+
+
+@dataclass
+class Transport:
+    """Round trips to named nodes, with byte counts; failed replies are left out."""
+
+    grid: Grid
+    timeout: float
+    tally: Tally
+
+    def exchange(
+        self, action: str, contents: Mapping[str, RecordDict], nodes: Mapping[str, int]
+    ) -> dict[str, RecordDict]:
+        """Send ``contents[site]`` to ``nodes[site]`` as ``train.<action>``."""
+        messages = []
+        for site, content in contents.items():
+            self.tally.down[site] += payload_bytes(content)
+            kind = action if "." in action else f"train.{action}"
+            messages.append(
+                Message(content=content, dst_node_id=nodes[site], message_type=kind)
+            )
+        sites = {node: site for site, node in nodes.items()}
+        replies = {}
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+            site = sites[reply.metadata.src_node_id]
+            if reply.has_error():
+                log(ERROR, "%s: site %s failed:\n%s", action, site, reply.error.reason)
+                reason = reply.error.reason.strip().splitlines()[-1][:300]
+                self.tally.failures.append({"site": site, "reason": reason})
+                continue
+            self.tally.up[site] += payload_bytes(reply.content)
+            replies[site] = reply.content
+        failed = {f["site"] for f in self.tally.failures}
+        for site in sorted(set(contents) - set(replies) - failed):
+            log(
+                ERROR, "%s: site %s sent no reply in %.0f s", action, site, self.timeout
+            )
+            self.tally.failures.append({"site": site, "reason": "no reply (timeout)"})
+        return replies
+
+
+def wire_content(message: WireMessage, **config: int | str) -> RecordDict:
+    """A protocol message (and optional config values) as message content."""
+    content = RecordDict({REQUEST: to_record(message)})
+    if config:
+        content[CONFIG] = ConfigRecord(dict(config))
+    return content
+
+
+@dataclass
+class FlowerParties:
+    """:class:`fedmed.privacy.protocol.PartyChannel` steps every protocol shares.
+
+    Subclasses name their actions (:class:`PartyActions`), the parties in
+    error messages, and implement ``mask``.
+    """
+
+    actions: ClassVar[PartyActions]
+    party_noun: ClassVar[str] = "parties"
+    setup_error: ClassVar[type[Exception]] = SetupIncomplete
+
+    transport: Transport
+    nodes: dict[int, int]  # party -> node id
+
+    def _exchange(
+        self,
+        step: str,
+        contents: Mapping[int, RecordDict],
+        kind: type[WireMessage] | None,
+    ) -> dict[int, Any]:
+        nodes = {str(p): self.nodes[p] for p in contents}
+        replies = self.transport.exchange(
+            self.actions.action(step), {str(p): c for p, c in contents.items()}, nodes
+        )
+        if kind is None:
+            return {int(s): r for s, r in replies.items()}
+        return {int(s): from_record(kind, r[REPLY]) for s, r in replies.items()}
+
+    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]:
+        contents = {p: RecordDict() for p in parties}
+        return self._exchange("keys", contents, KeyAdvertisement)
+
+    def share(
+        self, directory: KeyDirectory, parties: Sequence[int]
+    ) -> dict[int, SetupShares]:
+        contents = {p: wire_content(directory) for p in parties}
+        return self._exchange("shares", contents, SetupShares)
+
+    def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
+        contents = {p: wire_content(d) for p, d in deliveries.items()}
+        ready = self._exchange("ready", contents, None)
+        missing = sorted(set(deliveries) - set(ready))
+        if missing:
+            raise self.setup_error(
+                f"{self.party_noun} {missing} failed during the key setup; restart "
+                "the run once they are reachable"
+            )
+
+    def mask(self, request: MaskRequest, job: Any) -> dict[int, MaskedInput]:
+        raise NotImplementedError(f"{type(self).__name__} does not mask")
+
+    def unmask(
+        self, requests: Mapping[int, UnmaskRequest]
+    ) -> dict[int, UnmaskResponse]:
+        contents = {p: wire_content(r) for p, r in requests.items()}
+        return self._exchange("unmask", contents, UnmaskResponse)

@@ -1,0 +1,201 @@
+"""strategies/secure_fedavg.py with the real site handlers, in one process.
+
+Three tiny classify sites (configs/classify_tiny.toml, 2 steps per round)
+behind :class:`InProcessGrid`; each test runs the protocol in about a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.supercore.task_identity import TaskIdentity
+from safetensors.torch import load_file
+
+from clients.secagg_party import REPLY, from_record
+from fedmed.data.synth_dermamnist import synthesize
+from fedmed.privacy.messages import MaskedInput
+from fedmed.privacy.weighted_sum import site_vector, update_codec
+from fedmed.records import NUM_EXAMPLES, state_to_record
+from fedmed.runs import RunDirectory
+from fedmed.tasks import get_task
+from strategies.secagg_channel import SetupIncomplete
+from strategies.secure_fedavg import SecureAdapterFedAvg
+from tests.privacy.secagg_grid import InProcessGrid, tiny_classify_config
+
+VALUE_RANGE = 1e9
+
+
+@pytest.fixture(scope="module")
+def derma(tmp_path_factory):
+    out = tmp_path_factory.mktemp("derma")
+    synthesize(out, num_sites=3, samples_per_site=60, heldout_samples=20)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _inside_serverapp(monkeypatch):
+    for field in ("_run_id", "_node_id", "_task_id"):  # as inside a running app
+        monkeypatch.setattr(TaskIdentity, field, 1)
+
+
+def federation(derma, tmp_path, sites=3, rounds=1, offset=0, grid=None, **config):
+    """Run ``rounds`` secure rounds; return the grid, the run and the task."""
+    run_config = tiny_classify_config(derma, tmp_path / "run", **config)
+    task = get_task(run_config)
+    run = RunDirectory(tmp_path / "run")
+    run.create(run_config, resume=offset > 0)
+    grid = grid or InProcessGrid(run_config, sites)
+    strategy = SecureAdapterFedAvg(
+        task,
+        run,
+        value_range=float(run_config.get("secagg-value-range", VALUE_RANGE)),
+        fraction_train=float(run_config.get("fraction-train", 1.0)),
+        round_offset=offset,
+        timeout=1.0,
+    )
+    start = task.exchanged(task.build_model())
+    if offset:
+        start = run.latest_checkpoint()[1]
+    strategy.start(grid, state_to_record(start, "fp32"), rounds, 1.0, ConfigRecord())
+    return grid, run, task
+
+
+def rows(run, phase):
+    return {r["round"]: r for r in run.read_metrics() if r["phase"] == phase}
+
+
+def checkpoint(run, round_id):
+    return load_file(str(run.checkpoints / f"round_{round_id}.safetensors"))
+
+
+def assert_weighted_mean(run, round_id, task, grid, sites):
+    """The round's aggregate is AdapterFedAvg's weighted mean of ``sites``."""
+    states, weights = grid.plain_inputs(round_id, sites)
+    plain = task.aggregate(states, weights)  # what AdapterFedAvg computes
+    step = 1 / update_codec(VALUE_RANGE, 3).scale
+    for key, value in checkpoint(run, round_id).items():
+        bound = step + 2**-23 * plain[key].abs().max()  # one step + fp32 rounding
+        assert (value.double() - plain[key].double()).abs().max() <= bound, key
+    assert rows(run, "train")[round_id]["aggregated"][NUM_EXAMPLES] == sum(weights)
+
+
+def test_secure_round_is_plain_fedavg_and_the_server_sees_only_masked_vectors(
+    derma, tmp_path
+):
+    # Execute
+    grid, run, task = federation(derma, tmp_path)
+    # Assert: the aggregate
+    assert_weighted_mean(run, 1, task, grid, [0, 1, 2])
+    train = rows(run, "train")[1]
+    assert train["status"] == "ok" and train["accepted"] == 3
+    assert {"train_loss", "steps"} <= set(train["aggregated"])
+    assert set(rows(run, "setup")[0]["sites"]) == {"0", "1", "2"}
+    # Assert: nothing the server received holds a site's update or weight
+    size = sum(v.numel() for v in checkpoint(run, 1).values())
+    masked = []
+    for reply in grid.received:
+        for name, record in reply.content.items():
+            if isinstance(record, ArrayRecord):  # protocol messages only
+                assert name == REPLY, reply.metadata.message_type
+            elif name == "metrics" and "secagg" in reply.metadata.message_type:
+                assert NUM_EXAMPLES not in record
+        if REPLY in reply.content and "masked" in reply.content[REPLY]:
+            masked.append(from_record(MaskedInput, reply.content[REPLY]))
+    assert len(masked) == 3
+    codec = update_codec(VALUE_RANGE, 3)
+    states, weights = grid.plain_inputs(1, [0, 1, 2])
+    for message in masked:
+        assert message.masked.size == size + 1 + 2 * 2  # update, n, 2 metrics
+        plain = site_vector(
+            states[message.sender], weights[message.sender], {}, (), size, 1e9
+        )
+        encoded = codec.encode(plain)
+        assert np.mean(message.masked[:size] == encoded[:size]) < 0.01
+        seen = codec.decode(message.masked)[:size]  # looks uniformly random
+        assert np.abs(seen - plain[:size]).min() > 1.0
+
+
+def test_dropouts_within_the_threshold_are_survived_beyond_it_the_round_fails(
+    derma, tmp_path
+):
+    # Prepare: 3 sites, threshold 2. Round 1: site 1's masked input is lost.
+    # Round 2: those of sites 1 and 2. Round 3: site 0's unmask reply is lost.
+    run_config = tiny_classify_config(derma, tmp_path / "run")
+    grid = InProcessGrid(run_config, 3)
+    grid.lost = {
+        (1, "secagg_mask", 1),
+        (2, "secagg_mask", 1),
+        (2, "secagg_mask", 2),
+        (3, "secagg_unmask", 0),
+    }
+    # Execute
+    grid, run, task = federation(derma, tmp_path, rounds=3, grid=grid)
+    # Assert
+    train = rows(run, "train")
+    assert (train[1]["accepted"], train[1]["dropped"]) == (2, [1])
+    assert_weighted_mean(run, 1, task, grid, [0, 2])  # survivors' weights only
+    assert train[2]["status"] == "failed" and train[2]["accepted"] == 0
+    assert {r["site"] for r in train[2]["rejected"]} == {"1", "2"}
+    assert not (run.checkpoints / "round_2.safetensors").exists()
+    assert sorted(rows(run, "setup")) == [0, 1, 2]  # re-keyed after each dropout
+    assert train[3]["status"] == "ok" and train[3]["accepted"] == 3
+    assert_weighted_mean(run, 3, task, grid, [0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    ("config", "sites", "reason"),
+    [
+        ({"faults": "nan@1:1"}, ["1"], "NaN or Inf"),
+        ({"secagg-value-range": 1e-3}, ["0", "1", "2"], "secagg-value-range 0.001"),
+    ],
+)
+def test_sites_reject_their_own_bad_updates_which_count_for_nothing(
+    derma, tmp_path, config, sites, reason
+):
+    # Execute
+    grid, run, task = federation(derma, tmp_path, **config)
+    # Assert: named by site, with the reason; never clipped into the sum
+    train = rows(run, "train")[1]
+    assert sorted(r["site"] for r in train["rejected"]) == sites
+    for rejection in train["rejected"]:
+        assert rejection["reason"].startswith(
+            f"site {rejection['site']} rejected its own update"
+        )
+        assert reason in rejection["reason"]
+    if len(sites) == 1:
+        assert train["accepted"] == 2
+        assert_weighted_mean(run, 1, task, grid, [0, 2])
+    else:  # nothing was masked, nothing unmasked
+        assert train["status"] == "skipped" and train["accepted"] == 0
+        assert not (run.checkpoints / "round_1.safetensors").exists()
+
+
+def test_unsampled_sites_mask_zeros_and_a_resumed_run_keys_afresh(derma, tmp_path):
+    # Execute: round 1 samples 2 of 3 sites; the run then resumes for round 2
+    # (a new ServerApp: fresh key setup, round ids go on from the checkpoint)
+    grid, run, task = federation(derma, tmp_path, **{"fraction-train": 0.5})
+    sampled = sorted(grid.kept[1])
+    federation(derma, tmp_path, offset=1, grid=grid)
+    # Assert
+    assert len(sampled) == 2
+    assert_weighted_mean(run, 1, task, grid, sampled)
+    assert rows(run, "train")[2]["accepted"] == 3
+    assert_weighted_mean(run, 2, task, grid, [0, 1, 2])
+    assert sorted(rows(run, "setup")) == [0, 1]
+
+
+def test_fewer_than_two_sites_are_refused(derma, tmp_path):
+    # Prepare
+    run_config = tiny_classify_config(derma, tmp_path / "run")
+    task = get_task(run_config)
+    run = RunDirectory(tmp_path / "run")
+    strategy = SecureAdapterFedAvg(task, run, value_range=1e9, timeout=0.1)
+    arrays = state_to_record(task.exchanged(task.build_model()), "fp32")
+    # Execute / Assert
+    with pytest.raises(SetupIncomplete, match="found 1 connected"):
+        strategy.configure_train(
+            1, arrays, ConfigRecord(), InProcessGrid(run_config, 1)
+        )
+    with pytest.raises(ValueError, match="min_sites >= 2"):
+        SecureAdapterFedAvg(task, run, value_range=1e9, min_sites=1)
