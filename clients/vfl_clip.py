@@ -42,6 +42,7 @@ from clients.secagg_party import (
     register_train_actions,
     to_record,
 )
+from fedmed.privacy.errors import ValueOutOfRange
 from fedmed.privacy.messages import MaskRequest
 from fedmed.records import (
     ARRAYS,
@@ -123,7 +124,18 @@ def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
     )
     vector = provider_vector(task.image_provider(context.node_config), task.cfg, job)
     request = from_record(MaskRequest, msg.content[REQUEST])
-    masked = party.mask(request, vector, secagg_codec(task.cfg, party.num_parties))
+    try:
+        masked = party.mask(request, vector, secagg_codec(task.cfg, party.num_parties))
+    except ValueOutOfRange as err:
+        raise ValueOutOfRange(
+            err.party,
+            err.index,
+            err.value,
+            err.value_range,
+            hint=f"in the {job.phase} vector of {len(vector)} values (a train "
+            "vector ends with the loss sum and the sample count); raise "
+            "vfl-clip.secagg-range (costs precision) or set vfl-clip.secagg-bits=64",
+        ) from err
     keep_party(context, VFL_PARTY, party)
     return RecordDict({REPLY: to_record(masked)})
 

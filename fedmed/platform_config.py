@@ -23,6 +23,11 @@ Partitioner = Literal["iid", "dirichlet", "quantity"]
 class PlatformConfig:
     """What every run shares, whatever the task.
 
+    ``differential-privacy = true`` wraps FedAvg in Flower's server-side
+    fixed-clipping DP (``strategies.dp``): each site's update is clipped to
+    ``dp-clip-norm``, Gaussian noise of ``dp-noise-multiplier * clip / m`` is
+    added to the mean of ``m`` updates, and epsilon at ``dp-delta`` is reported.
+
     ``secure-aggregation = true`` makes the server learn only the weighted sum
     of the sites' updates (``strategies.secure_fedavg``); every site's
     ``n_i * w_i`` must then lie within ``secagg-value-range`` (64-bit
@@ -43,6 +48,10 @@ class PlatformConfig:
     round_timeout_s: float = 3600.0
     secure_aggregation: bool = False
     secagg_value_range: float = 1e9
+    differential_privacy: bool = False
+    dp_noise_multiplier: float = 1.0
+    dp_clip_norm: float = 1.0
+    dp_delta: float = 1e-5
     resume: bool = False
     faults: str = ""
     fault_sleep_s: float = 5.0
@@ -69,6 +78,8 @@ class PlatformConfig:
             )
         if self.secure_aggregation:
             self._check_secure_aggregation()
+        if self.differential_privacy:
+            self._check_differential_privacy()
 
     def _check_secure_aggregation(self) -> None:
         """Secure aggregation needs >= 2 sites per sum and uncompressed updates."""
@@ -86,6 +97,30 @@ class PlatformConfig:
                 "integers (a codec cannot compress what it cannot see) and the "
                 "aggregate goes back in fp32; set comm-dtype=fp32"
             )
+
+    def _check_differential_privacy(self) -> None:
+        """Central DP clips individual updates: it needs to see them, uncompressed."""
+        if self.secure_aggregation:
+            raise ConfigError(
+                "differential-privacy=true and secure-aggregation=true cannot be "
+                "combined: server-side clipping needs each site's update, which "
+                "secure aggregation hides; choose one"
+            )
+        if self.comm_dtype == "int8":
+            raise ConfigError(
+                "differential-privacy=true needs comm-dtype fp32 or fp16, found "
+                "int8: clipping quantised codes is meaningless"
+            )
+        if not (math.isfinite(self.dp_clip_norm) and self.dp_clip_norm > 0):
+            raise ConfigError(f"dp-clip-norm must be > 0, found {self.dp_clip_norm}")
+        if not (
+            math.isfinite(self.dp_noise_multiplier) and self.dp_noise_multiplier >= 0
+        ):
+            raise ConfigError(
+                f"dp-noise-multiplier must be >= 0, found {self.dp_noise_multiplier}"
+            )
+        if not 0.0 < self.dp_delta < 1.0:
+            raise ConfigError(f"dp-delta must be in (0, 1), found {self.dp_delta}")
 
 
 _FIELDS = {f.replace("_", "-"): f for f in PlatformConfig.__dataclass_fields__}

@@ -16,6 +16,7 @@ from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from strategies.adapter_fedavg import AdapterFedAvg
+from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 from strategies.secure_fedavg import SecureAdapterFedAvg
 from strategies.vfl_clip import run_vertical
 
@@ -71,13 +72,22 @@ def initial_state(task: Task, run: RunDirectory, platform: PlatformConfig):
 
 def horizontal_strategy(
     task: Task, run: RunDirectory, platform: PlatformConfig, round_offset: int
-) -> AdapterFedAvg:
-    """AdapterFedAvg, or its secure-aggregation variant when the run asks for it."""
+) -> AdapterFedAvg | AdapterDPFixedClipping:
+    """AdapterFedAvg, wrapped in central DP or made secure when the run asks."""
     common = {
         "min_sites": platform.min_sites,
         "fraction_train": platform.fraction_train,
         "round_offset": round_offset,
     }
+    if platform.differential_privacy:
+        return AdapterDPFixedClipping(
+            AdapterFedAvg(task, run, codec=platform.comm_dtype, **common),
+            noise_multiplier=platform.dp_noise_multiplier,
+            clip_norm=platform.dp_clip_norm,
+            delta=platform.dp_delta,
+            sampling_rate=platform.fraction_train,
+            rounds_done=round_offset,
+        )
     if not platform.secure_aggregation:
         return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common)
     return SecureAdapterFedAvg(
@@ -89,13 +99,29 @@ def horizontal_strategy(
     )
 
 
+def dp_summary(
+    strategy: AdapterDPFixedClipping, platform: PlatformConfig
+) -> dict[str, float | None]:
+    """What the run's DP guarantee is, for ``summary.json`` (None: no noise)."""
+    epsilon = strategy.epsilon()
+    return {
+        "dp_epsilon": epsilon if epsilon != float("inf") else None,
+        "dp_delta": platform.dp_delta,
+        "dp_noise_multiplier": platform.dp_noise_multiplier,
+        "dp_clip_norm": platform.dp_clip_norm,
+    }
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` of federated training for the configured task."""
     platform = parse_platform(context.run_config, list_tasks())
     task = get_task(context.run_config)
+    # refuse before anything is written
     if platform.secure_aggregation and task.federation == "horizontal":
-        check_secure_aggregation(task)  # refuse before anything is written
+        check_secure_aggregation(task)
+    if platform.differential_privacy:
+        check_differential_privacy(task)
     run = RunDirectory(platform.run_dir)
     run.create(context.run_config, resume=platform.resume)
     state, offset = initial_state(task, run, platform)
@@ -111,7 +137,8 @@ def main(grid: Grid, context: Context) -> None:
             timeout=platform.round_timeout_s,
             seed=task.seed,
         )
-    elif remaining > 0:
+    privacy = {}
+    if remaining > 0 and task.federation == "horizontal":
         strategy = horizontal_strategy(task, run, platform, offset)
         strategy.start(
             grid,
@@ -121,6 +148,8 @@ def main(grid: Grid, context: Context) -> None:
             train_config=ConfigRecord(),
             evaluate_fn=heldout_evaluator(task, run, offset),
         )
+        if isinstance(strategy, AdapterDPFixedClipping):
+            privacy = dp_summary(strategy, platform)
     full, exchanged = model_bytes(task, platform.comm_dtype)
     run.write_summary(
         summarize(
@@ -131,6 +160,7 @@ def main(grid: Grid, context: Context) -> None:
                 "task": task.name,
                 "comm_dtype": platform.comm_dtype,
                 "secure_aggregation": platform.secure_aggregation,
+                **privacy,
             },
         )
     )

@@ -66,6 +66,9 @@ class AdapterFedAvg(FedAvg):
         self._sites: dict[int, str] = {}
         self._reference: dict = {}
         self._started = 0.0
+        #: Metrics a wrapping strategy adds to this round's train record (DP's
+        #: epsilon); the wrapper sets them before calling ``aggregate_train``.
+        self.extra_train_metrics: dict[str, float] = {}
 
     # ---------------------------------------------------------------- helpers
     def _site(self, msg: Message) -> str:
@@ -172,7 +175,7 @@ class AdapterFedAvg(FedAvg):
         self.run.append_metrics(
             {
                 **record,
-                "aggregated": train_metrics,
+                "aggregated": {**train_metrics, **self.extra_train_metrics},
                 "status": "ok",
                 "wall_s": time.perf_counter() - self._started,
             }

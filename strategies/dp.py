@@ -15,8 +15,9 @@ aggregate. What this wrapper adds to Flower's:
 * the round's checkpoint is rewritten with the noised aggregate, so a resumed
   run continues from what the sites received;
 * epsilon is accounted per release with fedmed's RDP accountant (Flower's
-  needs the optional ``dp-accounting`` package and plain FedAvg) and sent back
-  as ``dp-epsilon`` in the train metrics and the checkpoint's state file.
+  needs the optional ``dp-accounting`` package and plain FedAvg) and recorded
+  as ``dp-epsilon`` in the round's train record (``metrics.jsonl``), the
+  returned train metrics and the checkpoint's state file.
 
 Client contract: as :class:`AdapterFedAvg`; nothing extra (clipping is
 server side). Requires ``comm-dtype`` fp32 or fp16: clipping int8 codes
@@ -34,10 +35,34 @@ from flwr.supercore import log
 
 from fedmed.bench.accountant import RdpAccountant
 from fedmed.comm.selection import UpdateRejected
+from fedmed.config import ConfigError
+from fedmed.privacy.weighted_sum import require_mean_aggregation
 from fedmed.records import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state
+from fedmed.tasks import Task
 from strategies.adapter_fedavg import AdapterFedAvg
 
 EPSILON_KEY = "dp-epsilon"
+
+
+def check_differential_privacy(task: Task) -> None:
+    """Refuse (``ConfigError``) a task central DP-FedAvg cannot protect.
+
+    Clipping ``w_i - w`` needs updates shaped like the global model, and the
+    noise is calibrated to a mean's sensitivity ``clip / m``; a vertical task
+    exchanges no model update at all.
+    """
+    if task.federation != "horizontal":
+        raise ConfigError(
+            f"differential-privacy=true: task {task.name!r} is {task.federation}; "
+            "central DP clips and noises model updates of horizontal tasks "
+            "(classify, fpt, samba)"
+        )
+    require_mean_aggregation(
+        task,
+        "differential-privacy=true",
+        "the update w_i - w it would clip is not defined",
+        "the noise is calibrated to the sensitivity of a mean",
+    )
 
 
 class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
@@ -78,6 +103,12 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         """Epsilon spent so far at ``delta`` (``inf`` without noise)."""
         return self.rdp.epsilon(self.delta) if self.rdp is not None else float("inf")
 
+    def _epsilon_after(self, releases: int) -> float:
+        """Epsilon once ``releases`` more rounds are released."""
+        ahead = RdpAccountant(self.rdp.noise_multiplier, self.rdp.sampling_rate)
+        ahead.step(self.rdp.rounds + releases)
+        return ahead.epsilon(self.delta)
+
     def _screen(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Replies that can be clipped: no error, valid update; uniform weights."""
         inner: AdapterFedAvg = self.strategy
@@ -110,10 +141,15 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         if not valid:
             return self.strategy.aggregate_train(server_round, replies)
         self.num_sampled_clients = len(valid)
-        arrays, metrics = super().aggregate_train(server_round, valid)
+        inner: AdapterFedAvg = self.strategy
+        if self.rdp is not None:  # what epsilon will be once this round is released
+            inner.extra_train_metrics = {EPSILON_KEY: self._epsilon_after(1)}
+        try:
+            arrays, metrics = super().aggregate_train(server_round, valid)
+        finally:
+            inner.extra_train_metrics = {}
         if arrays is None:
             return arrays, metrics
-        inner: AdapterFedAvg = self.strategy
         if self.rdp is not None:
             self.rdp.step()
         round_k = server_round + inner.round_offset

@@ -14,7 +14,15 @@ class SecAggError(RuntimeError):
 class ValueOutOfRange(SecAggError, ValueError):
     """A value cannot be encoded in the fixed-point range (never silently clipped)."""
 
-    def __init__(self, party: int, index: int, value: float, value_range: float):
+    def __init__(
+        self,
+        party: int,
+        index: int,
+        value: float,
+        value_range: float,
+        hint: str = "raise the codec's value_range (costs precision) or rescale "
+        "the input",
+    ):
         self.party = party
         self.index = index
         self.value = value
@@ -22,7 +30,7 @@ class ValueOutOfRange(SecAggError, ValueError):
         super().__init__(
             f"party {party}: value {value!r} at index {index} is outside the "
             f"fixed-point range [-{value_range:g}, {value_range:g}] (or not finite); "
-            "raise the codec's value_range (costs precision) or rescale the input"
+            f"{hint}"
         )
 
 

@@ -159,28 +159,42 @@ def mean_from_sum(
 
 
 def check_secure_aggregation(task: Task) -> None:
+    """Refuse (``ConfigError``) a task a masked weighted sum cannot aggregate."""
+    require_mean_aggregation(
+        task,
+        "secure-aggregation=true",
+        "a masked sum needs the same shapes from every site",
+        "the server would only learn the weighted sum it needs for that mean",
+    )
+
+
+def require_mean_aggregation(
+    task: Task, setting: str, why_shapes: str, why_mean: str
+) -> None:
     """Refuse (``ConfigError``) a task whose aggregate is not a weighted mean.
 
-    By the task contract, overriding ``validate_update`` means sites may
-    reply with other shapes than they received (SeLoRA's growing ranks);
-    masked vectors of different lengths cannot be added. An overridden
-    ``aggregate`` is probed on two random states shaped like the model's
-    exchanged tensors and must equal the example-weighted mean.
+    Secure aggregation and central DP both assume FedAvg over same-shaped
+    updates. By the task contract, overriding ``validate_update`` means sites
+    may reply with other shapes than they received (SeLoRA's growing ranks).
+    An overridden ``aggregate`` is probed on two random states shaped like
+    the model's exchanged tensors and must equal the example-weighted mean.
+    ``setting`` names the run-config choice in the message; ``why_shapes`` and
+    ``why_mean`` say why each condition matters for it.
     """
     cls = type(task)
     if cls.validate_update is not Task.validate_update:
         raise ConfigError(
-            f"secure-aggregation=true: task {task.name!r} overrides validate_update "
+            f"{setting}: task {task.name!r} overrides validate_update "
             f"({_doc(cls.validate_update)}), so its sites may send updates shaped "
-            "differently from what they received; a masked sum needs the same "
-            "shapes from every site. Set secure-aggregation=false for this task."
+            f"differently from what they received; {why_shapes}. "
+            f"Turn {setting.split('=')[0]} off for this task."
         )
     if cls.aggregate is not Task.aggregate and not _aggregates_by_mean(task):
         raise ConfigError(
-            f"secure-aggregation=true: task {task.name!r} aggregates with "
+            f"{setting}: task {task.name!r} aggregates with "
             f"{cls.__name__}.aggregate ({_doc(cls.aggregate)}), which is not the "
-            "example-weighted mean; the server would only learn the weighted sum "
-            "it needs for that mean. Set secure-aggregation=false for this task."
+            f"example-weighted mean; {why_mean}. "
+            f"Turn {setting.split('=')[0]} off for this task."
         )
 
 

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from fedmed.bench.accountant import epsilon_after
 from fedmed.bench.loop import update_norm
+from fedmed.config import ConfigError
+from fedmed.platform_config import parse_platform
 from fedmed.records import (
     ARRAYS,
     METRICS,
@@ -20,9 +22,14 @@ from fedmed.records import (
     state_to_record,
 )
 from fedmed.runs import RunDirectory
-from fedmed.tasks import get_task
+from fedmed.tasks import get_task, list_tasks
+from server.server_app import horizontal_strategy
 from strategies.adapter_fedavg import AdapterFedAvg
-from strategies.dp import EPSILON_KEY, AdapterDPFixedClipping
+from strategies.dp import (
+    EPSILON_KEY,
+    AdapterDPFixedClipping,
+    check_differential_privacy,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,3 +107,54 @@ def test_resumed_accountant_counts_earlier_rounds(wrapped):
         inner, noise_multiplier=2.0, clip_norm=1.0, rounds_done=4
     )
     assert strategy.epsilon() == pytest.approx(epsilon_after(2.0, 4, 1e-5))
+
+
+def test_run_config_refuses_unsound_dp_settings():
+    # Prepare
+    base = {"differential-privacy": True, "num-server-rounds": 2}
+    # Execute / Assert
+    for extra, message in (
+        ({"secure-aggregation": True, "min-sites": 2}, "cannot be combined"),
+        ({"comm-dtype": "int8"}, "clipping quantised codes"),
+        ({"dp-clip-norm": 0.0}, "dp-clip-norm must be > 0"),
+        ({"dp-noise-multiplier": -1.0}, "dp-noise-multiplier must be >= 0"),
+        ({"dp-delta": 1.0}, r"dp-delta must be in \(0, 1\)"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_platform({**base, **extra}, list_tasks())
+    platform = parse_platform({**base, "dp-clip-norm": 0.2}, list_tasks())
+    assert (platform.differential_privacy, platform.dp_clip_norm) == (True, 0.2)
+
+
+def test_dp_refuses_tasks_without_a_mean_of_same_shaped_updates():
+    # Prepare
+    configs = {
+        name: tomllib.loads((REPO / "configs" / f"{name}_tiny.toml").read_text())
+        for name in ("selora", "classify")
+    }
+    # Execute / Assert
+    with pytest.raises(ConfigError, match="differential-privacy=true.*validate_update"):
+        check_differential_privacy(get_task(configs["selora"]))
+    check_differential_privacy(get_task(configs["classify"]))
+
+
+def test_server_builds_the_dp_wrapper_from_the_run_config(wrapped):
+    # Prepare
+    task, run, _ = wrapped
+    platform = parse_platform(
+        {
+            "differential-privacy": True,
+            "dp-noise-multiplier": 2.0,
+            "dp-clip-norm": 0.3,
+            "fraction-train": 0.5,
+        },
+        list_tasks(),
+    )
+    # Execute
+    strategy = horizontal_strategy(task, run, platform, round_offset=3)
+    # Assert: resumed after 3 releases at sampling rate 0.5
+    assert isinstance(strategy, AdapterDPFixedClipping)
+    assert (strategy.noise_multiplier, strategy.clipping_norm) == (2.0, 0.3)
+    assert strategy.epsilon() == pytest.approx(
+        epsilon_after(2.0, 3, 1e-5, sampling_rate=0.5), rel=1e-9
+    )
