@@ -3,8 +3,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,9 @@ from fedmed.bench.faults import RESUMED, SCENARIOS, run_faulty, scenario_row
 from fedmed.bench.loop import federated_loop
 from fedmed.bench.scale import measure_simulation, scale_row
 from fedmed.data.synth_dermamnist import synthesize
+from tests.contracts import check_contract
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 
 
 def run_bench(name: str, tmp_path: Path) -> tuple[dict, dict]:
@@ -31,10 +29,7 @@ def run_bench(name: str, tmp_path: Path) -> tuple[dict, dict]:
     run = json.loads((out / f"{name}.json").read_text())
     contract_file = results / (Path(run["contract"]).name)
     assert (results / Path(run["plot"]).name).stat().st_size > 10_000
-    if CHECKER.is_file():
-        subprocess.run(
-            [sys.executable, str(CHECKER), "results", str(results)], check=True
-        )
+    check_contract("results", results)
     return run, json.loads(contract_file.read_text())
 
 

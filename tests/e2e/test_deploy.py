@@ -17,9 +17,9 @@ import pytest
 
 from fedmed.deploy.certs import ensure_certificates, write_site_keys
 from fedmed.deploy.local import LOOPBACK, LocalDeployment, Site, free_port
+from tests.contracts import check_contract
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 pytestmark = pytest.mark.e2e
 
 
@@ -114,8 +114,7 @@ def test_three_sites_train_two_rounds_over_tls_with_node_auth(tmp_path):
     assert f"running on https://{LOOPBACK}" in superlink_log
     assert "round 2 train: 3 sites" in done.stdout
     assert not processes_using(work), "deployment processes outlived the command"
-    if CHECKER.is_file():
-        subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
 
 
 @pytest.fixture(scope="module")

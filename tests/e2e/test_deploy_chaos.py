@@ -7,8 +7,6 @@ must reach its configured rounds with every round's checkpoint present.
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,8 @@ from fedmed.deploy.certs import ensure_certificates
 from fedmed.deploy.local import LocalDeployment, Site, free_port
 from fedmed.deploy.watch import drive_run, rounds_completed
 from server.simulation import resolve_run_config
-from tests.e2e.test_deploy import CHECKER, REPO, processes_using, records, synth_sites
+from tests.contracts import check_contract
+from tests.e2e.test_deploy import REPO, processes_using, records, synth_sites
 
 pytestmark = pytest.mark.e2e
 
@@ -103,8 +102,7 @@ def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
     assert train_rounds == [1, 2, 3]
     assert not processes_using(tmp_path / "work")
     print(f"chaos run: {elapsed:.0f} s, Flower runs {worker.outcome.run_ids}")
-    if CHECKER.is_file():
-        subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
 
 
 def _resumed_run_running(deployment: LocalDeployment) -> bool:

@@ -10,8 +10,6 @@ accountant's epsilon after two releases.
 """
 
 import json
-import subprocess
-import sys
 import tomllib
 
 import pytest
@@ -21,7 +19,7 @@ from safetensors.torch import load_file
 from fedmed.bench.accountant import epsilon_after
 from fedmed.bench.loop import clip_update
 from fedmed.tasks import get_task
-from tests.e2e.test_method_simulations import CHECKER
+from tests.contracts import check_contract
 from tests.e2e.test_secure_aggregation_simulation import TINY, simulate
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +54,7 @@ def test_dp_run_adds_calibrated_noise_and_reports_epsilon(tmp_path):
     done = simulate(run, data, 2, DP)
     # Assert: a complete run directory
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
     # Round 1: saved aggregate = clipped mean + N(0, (sigma * clip / m)^2)
     initial, mean = clipped_round_one_mean(data, 2)
     saved = load_file(str(run / "checkpoints" / "round_1.safetensors"))

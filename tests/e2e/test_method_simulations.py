@@ -9,15 +9,14 @@ round is long enough to learn) that the held-out metric improved.
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fedmed.commands import simulate_command
+from tests.contracts import check_contract
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 pytestmark = pytest.mark.e2e
 
 
@@ -25,8 +24,7 @@ def simulate(task: str, out: Path, data: Path, sites: int, rounds: int) -> dict:
     config = REPO / "configs" / f"{task}_tiny.toml"
     cmd = simulate_command(task, out, data, sites, rounds, run_config=config)
     subprocess.run(cmd, check=True, cwd=REPO, timeout=900)
-    if CHECKER.is_file():
-        subprocess.run([sys.executable, str(CHECKER), "run", str(out)], check=True)
+    check_contract("run", out)
     return json.loads((out / "summary.json").read_text())
 
 

@@ -13,7 +13,6 @@ before anything runs.
 
 import json
 import subprocess
-import sys
 import time
 import tomllib
 
@@ -23,7 +22,8 @@ from safetensors.torch import load_file
 
 from fedmed.commands import simulate_command
 from fedmed.tasks import get_task
-from tests.e2e.test_method_simulations import CHECKER, REPO
+from tests.contracts import check_contract
+from tests.e2e.test_method_simulations import REPO
 
 pytestmark = pytest.mark.e2e
 TINY = REPO / "configs" / "classify_tiny.toml"
@@ -75,7 +75,7 @@ def test_secure_run_ends_where_plain_fedavg_ends(tmp_path):
     wall_s = time.perf_counter() - started
     # Assert: a complete, contract-conforming run directory
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
     aggregates, accuracy = plain_fedavg(data, 2)
     for round_id, atol in ((1, 1e-7), (2, 1e-5)):
         saved = load_file(str(run / "checkpoints" / f"round_{round_id}.safetensors"))

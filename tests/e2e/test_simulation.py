@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fedmed.commands import simulate_command
+from tests.contracts import check_contract
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKER = REPO.parent / "shared" / "tools" / "check_contracts.py"
 pytestmark = pytest.mark.e2e
 
 
@@ -60,8 +60,7 @@ def test_three_site_lora_run_writes_run_dir_learns_and_sends_little(tmp_path, de
     assert (run / "checkpoints" / "round_2.safetensors").is_file()
     train = [r for r in records(run) if r["phase"] == "train"]
     assert all(len(r["sites"]) == 3 and r["bytes_up"] > 0 for r in train)
-    if CHECKER.is_file():
-        subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
 
 
 def test_bad_replies_are_rejected_and_the_run_continues(tmp_path, derma):

@@ -9,7 +9,6 @@ image provider failing before masking, and refuse a single image provider.
 
 import json
 import subprocess
-import sys
 import tomllib
 
 import pytest
@@ -20,7 +19,8 @@ import fedmed.tasks.vfl_clip  # noqa: F401  (registers "vfl-clip")
 from fedmed.commands import simulate_command
 from fedmed.tasks.registry import get_task
 from fedmed.tasks.vfl_clip.protocol import run_vfl_inprocess
-from tests.e2e.test_method_simulations import CHECKER, REPO
+from tests.contracts import check_contract
+from tests.e2e.test_method_simulations import REPO
 
 pytestmark = pytest.mark.e2e
 TINY = REPO / "configs" / "vfl_clip_tiny.toml"
@@ -32,7 +32,7 @@ def simulate(run, data, sites: int, rounds: int, sets=(), extra=()) -> dict:
         "vfl-clip", run, data, sites, rounds, TINY, sets, extra=extra
     )
     subprocess.run(cmd, check=True, cwd=REPO, timeout=600)
-    subprocess.run([sys.executable, str(CHECKER), "run", str(run)], check=True)
+    check_contract("run", run)
     return json.loads((run / "summary.json").read_text())
 
 
