@@ -130,11 +130,13 @@ def test_dp_refuses_tasks_without_a_mean_of_same_shaped_updates():
     # Prepare
     configs = {
         name: tomllib.loads((REPO / "configs" / f"{name}_tiny.toml").read_text())
-        for name in ("selora", "classify")
+        for name in ("selora", "classify", "vfl_clip")
     }
     # Execute / Assert
     with pytest.raises(ConfigError, match="differential-privacy=true.*validate_update"):
         check_differential_privacy(get_task(configs["selora"]))
+    with pytest.raises(ConfigError, match="'vfl-clip' is vertical"):
+        check_differential_privacy(get_task(configs["vfl_clip"]))
     check_differential_privacy(get_task(configs["classify"]))
 
 
