@@ -184,6 +184,28 @@ def print_report(run: RunDirectory, console: Console | None = None) -> None:
         f"{summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
         f"exchanged/full model: {summary.get('exchanged_to_full_ratio') or 0:.4f}"
     )
+    if (privacy := privacy_line(summary)) is not None:
+        console.print(privacy)
+
+
+def privacy_line(summary: dict[str, Any]) -> str | None:
+    """What the server could learn, in one line (None for a plain run)."""
+    if "dp_clip_norm" in summary:
+        epsilon = summary.get("dp_epsilon")
+        guarantee = (
+            f"({epsilon:.3g}, {summary['dp_delta']:g})-DP at site level"
+            if epsilon is not None
+            else "no noise: clipping only, no DP guarantee"
+        )
+        return (
+            f"differential privacy: {guarantee} after "
+            f"{summary.get('rounds_completed', 0)} rounds "
+            f"(noise multiplier {summary['dp_noise_multiplier']:g}, "
+            f"clip norm {summary['dp_clip_norm']:g})"
+        )
+    if summary.get("secure_aggregation"):
+        return "secure aggregation: the server learned only sums over sites"
+    return None
 
 
 def _fmt(value: Any) -> str:
