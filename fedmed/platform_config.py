@@ -106,10 +106,17 @@ class PlatformConfig:
                 "combined: server-side clipping needs each site's update, which "
                 "secure aggregation hides; choose one"
             )
-        if self.comm_dtype == "int8":
+        if self.comm_dtype != "fp32":
             raise ConfigError(
-                "differential-privacy=true needs comm-dtype fp32 or fp16, found "
-                "int8: clipping quantised codes is meaningless"
+                f"differential-privacy=true needs comm-dtype=fp32, found "
+                f"{self.comm_dtype!r}: clipping quantised codes is meaningless and "
+                "fp16 rounds small noise away"
+            )
+        if self.fraction_train < 1.0:
+            raise ConfigError(
+                f"differential-privacy=true needs fraction-train=1, found "
+                f"{self.fraction_train}: sites are sampled as a fixed-size subset, "
+                "which the accountant's Poisson-sampling bound does not cover"
             )
         if not (math.isfinite(self.dp_clip_norm) and self.dp_clip_norm > 0):
             raise ConfigError(f"dp-clip-norm must be > 0, found {self.dp_clip_norm}")

@@ -85,7 +85,7 @@ def horizontal_strategy(
             noise_multiplier=platform.dp_noise_multiplier,
             clip_norm=platform.dp_clip_norm,
             delta=platform.dp_delta,
-            sampling_rate=platform.fraction_train,
+            sampling_rate=1.0,  # fraction-train < 1 is refused with DP
             rounds_done=round_offset,
         )
     if not platform.secure_aggregation:

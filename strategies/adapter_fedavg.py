@@ -69,6 +69,8 @@ class AdapterFedAvg(FedAvg):
         #: Metrics a wrapping strategy adds to this round's train record (DP's
         #: epsilon); the wrapper sets them before calling ``aggregate_train``.
         self.extra_train_metrics: dict[str, float] = {}
+        #: False when a wrapper (DP) checkpoints its own, transformed aggregate.
+        self.save_checkpoints = True
 
     # ---------------------------------------------------------------- helpers
     def _site(self, msg: Message) -> str:
@@ -168,7 +170,8 @@ class AdapterFedAvg(FedAvg):
         aggregate = self.task.aggregate(
             [a[0] for a in accepted], [a[1] for a in accepted]
         )
-        self.run.save_checkpoint(round_k, aggregate, {"codec": self.codec})
+        if self.save_checkpoints:
+            self.run.save_checkpoint(round_k, aggregate, {"codec": self.codec})
         train_metrics = _weighted_means(
             [a[2] for a in accepted], [a[1] for a in accepted]
         )

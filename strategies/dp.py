@@ -86,6 +86,8 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         if not 0.0 < delta < 1.0:
             raise ValueError(f"dp-delta must be in (0, 1), found {delta}")
         super().__init__(strategy, noise_multiplier, clip_norm, strategy.min_sites)
+        # only the noised aggregate may reach disk (a resume sends it to sites)
+        strategy.save_checkpoints = False
         self.delta = delta
         self.rdp = (
             RdpAccountant(noise_multiplier, sampling_rate) if noise_multiplier else None
@@ -120,6 +122,7 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
                     inner.task.validate_update(
                         record_to_state(msg.content[ARRAYS]), reference
                     )
+                    msg.content[METRICS][NUM_EXAMPLES] = 1.0
                 except (UpdateRejected, ValueError, KeyError) as err:
                     log(
                         WARNING,
@@ -128,7 +131,6 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
                         err,
                     )
                     continue
-                msg.content[METRICS][NUM_EXAMPLES] = 1.0
             kept.append(msg)
         return kept
 

@@ -116,6 +116,8 @@ def test_run_config_refuses_unsound_dp_settings():
     for extra, message in (
         ({"secure-aggregation": True, "min-sites": 2}, "cannot be combined"),
         ({"comm-dtype": "int8"}, "clipping quantised codes"),
+        ({"comm-dtype": "fp16"}, "fp16 rounds small noise away"),
+        ({"fraction-train": 0.5}, "needs fraction-train=1"),
         ({"dp-clip-norm": 0.0}, "dp-clip-norm must be > 0"),
         ({"dp-noise-multiplier": -1.0}, "dp-noise-multiplier must be >= 0"),
         ({"dp-delta": 1.0}, r"dp-delta must be in \(0, 1\)"),
@@ -148,15 +150,12 @@ def test_server_builds_the_dp_wrapper_from_the_run_config(wrapped):
             "differential-privacy": True,
             "dp-noise-multiplier": 2.0,
             "dp-clip-norm": 0.3,
-            "fraction-train": 0.5,
         },
         list_tasks(),
     )
     # Execute
     strategy = horizontal_strategy(task, run, platform, round_offset=3)
-    # Assert: resumed after 3 releases at sampling rate 0.5
+    # Assert: resumed after 3 releases, every site in every round
     assert isinstance(strategy, AdapterDPFixedClipping)
     assert (strategy.noise_multiplier, strategy.clipping_norm) == (2.0, 0.3)
-    assert strategy.epsilon() == pytest.approx(
-        epsilon_after(2.0, 3, 1e-5, sampling_rate=0.5), rel=1e-9
-    )
+    assert strategy.epsilon() == pytest.approx(epsilon_after(2.0, 3, 1e-5), rel=1e-9)
