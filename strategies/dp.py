@@ -20,8 +20,9 @@ aggregate. What this wrapper adds to Flower's:
   returned train metrics and the checkpoint's state file.
 
 Client contract: as :class:`AdapterFedAvg`; nothing extra (clipping is
-server side). Requires ``comm-dtype`` fp32 or fp16: clipping int8 codes
-would be meaningless.
+server side). The wrapper refuses int8 (clipping codes is meaningless);
+run configs further require fp32 and ``fraction-train = 1``
+(``fedmed.platform_config``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.supercore import log
 
-from fedmed.bench.accountant import RdpAccountant
+from fedmed.bench.accountant import RdpAccountant, epsilon_after
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import ConfigError
 from fedmed.privacy.weighted_sum import require_mean_aggregation
@@ -107,9 +108,12 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
 
     def _epsilon_after(self, releases: int) -> float:
         """Epsilon once ``releases`` more rounds are released."""
-        ahead = RdpAccountant(self.rdp.noise_multiplier, self.rdp.sampling_rate)
-        ahead.step(self.rdp.rounds + releases)
-        return ahead.epsilon(self.delta)
+        return epsilon_after(
+            self.rdp.noise_multiplier,
+            self.rdp.rounds + releases,
+            self.delta,
+            self.rdp.sampling_rate,
+        )
 
     def _screen(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Replies that can be clipped: no error, valid update; uniform weights."""
