@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable
 from logging import ERROR, INFO, WARNING
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -219,7 +218,7 @@ class AdapterFedAvg(FedAvg):
                 stats.append(dict(msg.content[STATISTICS]))
         aggregated = _weighted_means(rows, weights) if rows and sum(weights) > 0 else {}
         if len(stats) == len(rows) and stats:
-            pooled = self.task.pooled_metrics(_sum_statistics(stats))
+            pooled = self.task.pooled_metrics(stats)
             aggregated.update({f"pooled_{k}": v for k, v in pooled.items()})
         self.run.append_metrics(
             {
@@ -256,13 +255,3 @@ def _weighted_means(rows: list[dict], weights: list[int]) -> dict[str, float]:
     }
     out[NUM_EXAMPLES] = float(sum(weights))
     return out
-
-
-def _sum_statistics(stats: list[dict]) -> dict[str, list[float]]:
-    """Elementwise sum of each site's statistic vectors (same keys required)."""
-    keys = set(stats[0])
-    return {
-        k: np.sum([np.asarray(s[k], dtype=float) for s in stats], axis=0).tolist()
-        for k in keys
-        if all(k in s and len(s[k]) == len(stats[0][k]) for s in stats)
-    }

@@ -46,7 +46,7 @@ Contract
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -78,9 +78,10 @@ class RoundResult:
     """What one local fit or evaluation produced.
 
     ``metrics`` are scalars safe to send (loss, accuracy, ...). ``statistics``
-    are per-site sufficient statistics (e.g. score histograms) that the server
-    sums to compute pooled metrics such as AUC exactly, instead of averaging
-    per-site AUCs, which is not the AUC of the pooled data.
+    are per-site sufficient statistics (e.g. coarsened score histograms) that
+    the server combines into pooled metrics such as AUC, instead of averaging
+    per-site AUCs, which is not the AUC of the pooled data. They must not
+    reveal single samples.
     """
 
     num_examples: int
@@ -159,8 +160,15 @@ class Task(ABC):
         """Combine accepted site states; default is the example-weighted mean."""
         return weighted_mean(states, weights)
 
-    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
-        """Metrics of the pooled test data from site statistics summed elementwise."""
+    def pooled_metrics(
+        self, site_statistics: Sequence[Mapping[str, list[float]]]
+    ) -> dict[str, float]:
+        """Metrics of the pooled test data from every site's ``statistics``.
+
+        The task combines what its sites sent (summed histograms, counts); the
+        statistics themselves must reveal nothing per sample
+        (:mod:`fedmed.metrics.classification` states the rule).
+        """
         return {}
 
     @property

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -15,9 +14,9 @@ from fedmed.data.medmnist_npz import class_names, load_split
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_dermamnist import synthesize
 from fedmed.metrics.classification import (
-    auc_from_histograms,
     classification_metrics,
     classification_statistics,
+    pooled_classification_metrics,
 )
 from fedmed.tasks.base import RoundResult, SiteData, Task
 from fedmed.tasks.classify.config import ClassifyConfig
@@ -92,10 +91,10 @@ class ClassifyTask(Task):
             statistics=classification_statistics(labels, probs),
         )
 
-    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
-        hist = np.asarray(statistics["score_hist"]).reshape(self.num_classes, 2, -1)
-        correct, total = statistics["correct_total"]
-        return {"auc": auc_from_histograms(hist), "accuracy": correct / max(total, 1.0)}
+    def pooled_metrics(
+        self, site_statistics: Sequence[Mapping[str, list[float]]]
+    ) -> dict[str, float]:
+        return pooled_classification_metrics(site_statistics, self.num_classes)
 
     def heldout_data(self) -> Dataset | None:
         folder = heldout_dir(self._data_dir)

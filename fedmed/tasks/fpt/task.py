@@ -7,11 +7,10 @@ is built once per site and split; only those trainable tensors travel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -22,9 +21,9 @@ from fedmed.data.image_folder import ImageRecord, load_rgb
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_highres import write_synthetic_highres
 from fedmed.metrics.classification import (
-    auc_from_histograms,
     classification_metrics,
     classification_statistics,
+    pooled_classification_metrics,
 )
 from fedmed.tasks.base import RoundResult, SiteData, Task
 from fedmed.tasks.fpt.baselines import build_baseline
@@ -130,10 +129,10 @@ class FptTask(Task):
             statistics=classification_statistics(labels, probs),
         )
 
-    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
-        hist = np.asarray(statistics["score_hist"]).reshape(self.cfg.num_classes, 2, -1)
-        correct, total = statistics["correct_total"]
-        return {"auc": auc_from_histograms(hist), "accuracy": correct / max(total, 1.0)}
+    def pooled_metrics(
+        self, site_statistics: Sequence[Mapping[str, list[float]]]
+    ) -> dict[str, float]:
+        return pooled_classification_metrics(site_statistics, self.cfg.num_classes)
 
     def heldout_data(self) -> Dataset | None:
         folder = heldout_dir(self._data_dir)

@@ -17,7 +17,7 @@ it instead of FedAvg).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -125,9 +125,13 @@ class VflClipTask(Task):
             statistics={"vfl_clip_statistics": stats.tolist()},
         )
 
-    def pooled_metrics(self, statistics: Mapping[str, list[float]]) -> dict[str, float]:
+    def pooled_metrics(
+        self, site_statistics: Sequence[Mapping[str, list[float]]]
+    ) -> dict[str, float]:
         """Pooled AUC/ACC from the summed ``statistics`` of :meth:`evaluate`."""
-        vector = np.asarray(statistics["vfl_clip_statistics"], dtype=np.float64)
+        vector = np.sum(
+            [np.asarray(s["vfl_clip_statistics"]) for s in site_statistics], axis=0
+        )
         return metrics_from_statistics(vector, self.num_classes, self.cfg.auc_bins)
 
     def heldout_data(self) -> EmbeddedSplit | None:

@@ -59,7 +59,7 @@ def test_local_fit_lowers_the_loss_and_evaluate_sends_statistics(synthetic_sites
     result = task.evaluate(model, data)
     # Assert
     assert later.metrics["train_loss"] < first.metrics["train_loss"]
-    pooled = task.pooled_metrics(result.statistics)
+    pooled = task.pooled_metrics([result.statistics])
     assert pooled["acc"] == pytest.approx(result.metrics["acc"])
     assert abs(pooled["auc"] - result.metrics["auc"]) < 0.02
     assert result.num_examples == len(data.test)
