@@ -36,6 +36,7 @@ from fedmed.tasks.selora.aggregation import (
 from fedmed.tasks.selora.config import SeLoRAConfig
 from fedmed.tasks.selora.data import limit, load_pairs, site_splits
 from fedmed.tasks.selora.evaluation import evaluate_generation
+from fedmed.tasks.selora.export import export_adapters
 from fedmed.tasks.selora.layer import lora_layers, resize_layer
 from fedmed.tasks.selora.model import build_diffusion_model, trainable_summary
 from fedmed.tasks.selora.plots import plot_rank_heatmap
@@ -172,3 +173,11 @@ class SeLoRATask(Task):
     def write_plots(self, model: nn.Module, folder: Path) -> list[Path]:
         """The rank heatmap of the final aggregate (which layers grew)."""
         return [self.write_rank_heatmap(self.exchanged(model), folder)]
+
+    def write_artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
+        """The adapters as peft folders and a diffusers file, grown ranks included.
+
+        Written to ``folder/peft/<component>/``, ``folder/diffusers/`` and
+        ``folder/ranks.json`` (see :mod:`fedmed.tasks.selora.export`).
+        """
+        return export_adapters(model, self.cfg, folder)
