@@ -193,6 +193,25 @@ class Task(ABC):
         """
         return []
 
+    def write_artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
+        """Files a user takes away from a trained model, written under ``folder``.
+
+        Adapters in the formats users' own tools load (SeLoRA: peft folders and
+        a diffusers LoRA file). Called by the run reporter with the final
+        aggregate loaded into ``model`` (``runs/<name>/adapters/``) and by
+        ``fedmed.export.export_run`` for any checkpoint. Default: nothing.
+        """
+        return []
+
+    def aggregation_report(self) -> dict[str, float]:
+        """Scalar diagnostics of the last :meth:`aggregate` call, e.g. what it lost.
+
+        The strategy merges them into the round's aggregated train metrics
+        right after calling ``aggregate``. Default: none (the example-weighted
+        mean is exact).
+        """
+        return {}
+
     def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
         """Write synthetic data in the real format for ``num_sites`` sites."""
         raise NotImplementedError(f"task {self.name!r} has no synthetic data generator")

@@ -7,14 +7,36 @@ B_i (out, r_i) of a layer cannot be averaged entry by entry. Two rules:
     Average what the adapters do, ΔW = Σ w_i B_i A_i (weights normalised),
     computed exactly from the stacked factors [√w_i B_i] [√w_i A_i] with two
     thin QR decompositions and the SVD of the small core, then truncate to
-    rank k and split the singular values evenly: B = U_k √S_k,
-    A = √S_k V_kᵀ. With k = Σ r_i the result is exact; k = max r_i is the
+    rank k and factorise as A = c V_kᵀ, B = U_k S_k / c, with c the norm of a
+    Kaiming row of A. With k = Σ r_i the result is exact; k = max r_i is the
     best rank-k approximation (Eckart-Young); ``energy`` keeps the smallest k
     holding that share of Σ σ².
 ``zero-pad`` (naive comparison)
     Pad every A with zero rows and every B with zero columns to the largest
     rank and average A and B separately. Its product is Σ w_i w_j B_i A_j,
     which mixes sites' factors and is not the mean update.
+
+Why ``max`` is the default rank rule. It keeps every layer's aggregate at the
+largest rank a site reached, so the download is no larger than the largest
+upload and ranks grow only as fast as the sites' own expansions; ``sum`` is
+exact but adds the sites' ranks every round (n sites multiply the ranks
+n-fold per round), and ``energy`` may cut ranks below what the sites grew.
+The price is the truncated part of the mean update, which is measured, not
+assumed: :func:`measure_aggregate` gives the relative Frobenius norm of
+(aggregate ΔW - mean ΔW) over all layers, reported every round through
+``SeLoRATask.aggregation_report`` (values on real replies of the tiny
+configuration, per rule: ``selora_aggregation`` rows of
+``benchmarks/results/selora.json``).
+
+Why A = c V_kᵀ. The split of ΔW between A and B is free, but it is what the
+sites train from next round. Splitting σ evenly (A = √S Vᵀ) left A rows at
+about 0.1x the norm of a Kaiming row, so the next expansion check compared a
+full-size Kaiming candidate with shrunken ranks and nearly every layer grew.
+With A's rows orthonormal at the Kaiming norm, the aggregate is the canonical
+factorisation the FI-Scores are taken in
+(:func:`fedmed.tasks.selora.fisher.canonical_factors`),
+every rank of A is at the scale of a freshly added one, and the split is a
+function of ΔW alone, not of how the sites factorised their updates.
 
 Directions with a zero singular value get a Kaiming-uniform A row and a zero
 B column (as a SeLoRA expansion does), so the product is unchanged and the
@@ -32,7 +54,7 @@ from torch import Tensor
 
 from fedmed.comm.aggregation import weighted_mean
 from fedmed.comm.selection import UpdateRejected
-from fedmed.tasks.selora.layer import kaiming_row
+from fedmed.tasks.selora.layer import KAIMING_ROW_NORM, kaiming_row
 
 A_SUFFIX = ".lora_A.default.weight"
 B_SUFFIX = ".lora_B.default.weight"
@@ -113,14 +135,16 @@ def choose_rank(
 def refactorise(
     u: Tensor, s: Tensor, vh: Tensor, rank: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """A (rank, in), B (out, rank) sharing √S; zero σ get fresh Kaiming A rows."""
+    """A = c V_kᵀ (rank, in), B = U_k S_k / c (out, rank); zero σ: Kaiming A rows.
+
+    c is :data:`KAIMING_ROW_NORM`, the norm of a freshly drawn row of A.
+    """
     out_features, in_features = u.shape[0], vh.shape[1]
     a = torch.zeros(rank, in_features, dtype=torch.float64)
     b = torch.zeros(out_features, rank, dtype=torch.float64)
     keep = min(rank, s.numel())
-    root = s[:keep].clamp_min(0).sqrt()
-    b[:, :keep] = u[:, :keep] * root
-    a[:keep] = root[:, None] * vh[:keep]
+    b[:, :keep] = u[:, :keep] * (s[:keep].clamp_min(0) / KAIMING_ROW_NORM)
+    a[:keep] = KAIMING_ROW_NORM * vh[:keep]
     largest = float(s.max()) if s.numel() else 0.0
     for j in range(rank):
         if j >= keep or float(s[j]) <= ZERO_SIGMA * largest or largest == 0.0:
@@ -257,3 +281,50 @@ def _check_pair(received, reference, layer, a_key, b_key, source, max_rank, min_
             f"{source}: layer {layer!r} has rank {rank}, expected between {min_rank} "
             f"and {cap} (ranks only grow from the rank sent and stay below the cap)"
         )
+
+
+def _gram_sq_norm(b_cat: Tensor, a_cat: Tensor) -> float:
+    """||B A||_F² from thin factors: sum((BᵀB) ⊙ (AAᵀ)), never forming B A."""
+    return float(((b_cat.T @ b_cat) * (a_cat @ a_cat.T)).sum().clamp_min(0.0))
+
+
+def measure_aggregate(
+    states: Sequence[Mapping[str, Tensor]],
+    weights: Sequence[float],
+    aggregate: Mapping[str, Tensor],
+) -> dict[str, float]:
+    """What an aggregate loses against the exact mean update Σ w_i B_i A_i.
+
+    ``aggregation_rel_error`` is ||ΔW_agg - ΔW_mean||_F / ||ΔW_mean||_F with
+    both norms summed over every LoRA layer (ΔW / scaling; the scaling is the
+    same for every layer of a method), i.e. the share of the mean update the
+    rank rule dropped (or, for zero-padding, got wrong);
+    ``aggregation_rel_error_worst_layer`` is the largest per-layer value and
+    ``aggregate_mean_rank`` the mean rank sent back. Empty without LoRA pairs.
+    """
+    pairs = lora_pairs(aggregate)
+    if not pairs:
+        return {}
+    norm = _normalised(weights, len(states))
+    error_total, mean_total, worst = 0.0, 0.0, 0.0
+    for a_key, b_key in pairs.values():
+        roots = [math.sqrt(w) for w in norm]
+        b_sites = [s[b_key].double() * r for s, r in zip(states, roots, strict=True)]
+        a_sites = [s[a_key].double() * r for s, r in zip(states, roots, strict=True)]
+        b_agg, a_agg = aggregate[b_key].double(), aggregate[a_key].double()
+        mean_sq = _gram_sq_norm(torch.cat(b_sites, 1), torch.cat(a_sites, 0))
+        error_sq = _gram_sq_norm(
+            torch.cat([*b_sites, -b_agg], 1), torch.cat([*a_sites, a_agg], 0)
+        )
+        error_total += error_sq
+        mean_total += mean_sq
+        if mean_sq > 0:
+            worst = max(worst, math.sqrt(error_sq / mean_sq))
+    ranks = [aggregate[a].shape[0] for a, _ in pairs.values()]
+    return {
+        "aggregation_rel_error": math.sqrt(error_total / mean_total)
+        if mean_total > 0
+        else 0.0,
+        "aggregation_rel_error_worst_layer": worst,
+        "aggregate_mean_rank": sum(ranks) / len(ranks),
+    }

@@ -15,6 +15,10 @@ Two ways to score, chosen by ``fisher``:
     Squared norm of the batch-mean gradient; the current score from the
     training step's gradient, the candidate's from a second forward/backward
     on the same batch after the optimizer step, with no update of its own.
+
+Both take the gradients in the canonical factorisation of each adapter (see
+:mod:`fedmed.tasks.selora.fisher`), so how an aggregate or a site happens to
+split ΔW between A and B does not steer which layers grow.
 """
 
 from __future__ import annotations
@@ -26,12 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from fedmed.tasks.selora.fisher import (
-    FisherMode,
-    FisherProbe,
-    FisherScores,
-    batch_gradient_score,
-)
+from fedmed.tasks.selora.fisher import FisherMode, FisherProbe, FisherScores
 from fedmed.tasks.selora.layer import (
     ADAPTER,
     expand_layer,
@@ -94,11 +93,10 @@ class SelfExpansion:
             scores = probe.scores(batch_size)
             optimizer.step()
         else:
-            loss = loss_fn()
-            loss.backward()
-            current = {
-                n: batch_gradient_score(layer) for n, layer in self.layers.items()
-            }
+            with FisherProbe(self.layers, candidates, "batch") as probe:
+                loss = loss_fn()
+                loss.backward()
+            current = {n: s.current for n, s in probe.scores(batch_size).items()}
             optimizer.step()
             scores = self._batch_candidate_scores(
                 loss_fn, optimizer, candidates, current, batch_size

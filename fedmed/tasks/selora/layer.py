@@ -24,6 +24,9 @@ from torch.optim import Optimizer
 
 ADAPTER = "default"
 KAIMING_A = math.sqrt(5)  # same distribution as peft's initial LoRA A
+#: Root-mean-square norm of a Kaiming-uniform row of A (gain sqrt(2 / (1 + a^2));
+#: each of the ``in`` entries has variance gain^2 / in), whatever ``in`` is.
+KAIMING_ROW_NORM = math.sqrt(2.0 / (1 + KAIMING_A**2))
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
@@ -51,8 +54,7 @@ def kaiming_row(
     in_features: int, generator: torch.Generator | None = None, dtype=torch.float32
 ) -> Tensor:
     """A new row K of A, Kaiming-uniform over ``in_features`` (SeLoRA Eq. 2)."""
-    gain = math.sqrt(2.0 / (1 + KAIMING_A**2))
-    bound = gain * math.sqrt(3.0 / in_features)
+    bound = KAIMING_ROW_NORM * math.sqrt(3.0 / in_features)
     row = torch.rand(1, in_features, generator=generator, dtype=torch.float64)
     return ((row * 2 - 1) * bound).to(dtype)
 

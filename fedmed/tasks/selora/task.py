@@ -5,10 +5,13 @@ site's ranks grow on its own data, so replies differ in shape. The task
 therefore overrides the server hooks: :meth:`SeLoRATask.validate_update`
 accepts per-layer rank growth (consistent A (r, in) / B (out, r), finite,
 known keys) and :meth:`SeLoRATask.aggregate` averages in product space and
-re-factorises by truncated SVD (or zero-pads, for comparison). A site loads an
-aggregate of any rank by resizing its layers first; ``fit`` builds a fresh
-optimizer every round. Baselines (LoRA, DyLoRA, AdaLoRA) run through the same
-task with ``selora.method``.
+re-factorises by truncated SVD (or zero-pads, for comparison);
+:meth:`SeLoRATask.aggregation_report` then says how much of the exact mean
+update the aggregate lost. A site loads an aggregate of any rank by resizing
+its layers first; ``fit`` builds a fresh optimizer every round. The final
+adapters leave a run as peft folders and a diffusers LoRA file
+(:meth:`SeLoRATask.write_artifacts`). Baselines (LoRA, DyLoRA, AdaLoRA) run
+through the same task with ``selora.method``.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from fedmed.tasks.selora.aggregation import (
     aggregate_zero_padded,
     check_lora_state,
     lora_pairs,
+    measure_aggregate,
     state_ranks,
 )
 from fedmed.tasks.selora.config import SeLoRAConfig
 from fedmed.tasks.selora.data import limit, load_pairs, site_splits
 from fedmed.tasks.selora.evaluation import evaluate_generation
+from fedmed.tasks.selora.export import export_adapters
 from fedmed.tasks.selora.layer import lora_layers, resize_layer
 from fedmed.tasks.selora.model import build_diffusion_model, trainable_summary
 from fedmed.tasks.selora.plots import plot_rank_heatmap
@@ -52,6 +57,10 @@ class SeLoRATask(Task):
     config_class = SeLoRAConfig
 
     default_data_dir = DEFAULT_DATA_DIR
+
+    def __init__(self, cfg: SeLoRAConfig, run_config: FlatConfig) -> None:
+        super().__init__(cfg, run_config)
+        self._report: dict[str, float] = {}
 
     @property
     def resizable(self) -> bool:
@@ -94,19 +103,35 @@ class SeLoRATask(Task):
     def aggregate(
         self, states: list[Mapping[str, Tensor]], weights: list[float]
     ) -> dict[str, Tensor]:
-        """Product-space SVD (or zero-padding) per LoRA layer; AdaLoRA: plain mean."""
+        """Product-space SVD (or zero-padding) per LoRA layer; AdaLoRA: plain mean.
+
+        What the aggregate lost against the exact mean update is kept for
+        :meth:`aggregation_report`.
+        """
+        self._report = {}
         if self.cfg.method == "adalora" or not lora_pairs(states[0]):
             return super().aggregate(states, weights)
         if self.cfg.aggregation == "zero-pad":
-            return aggregate_zero_padded(states, weights)
-        return aggregate_product_space(
-            states,
-            weights,
-            self.cfg.aggregate_rank,
-            self.cfg.energy,
-            seed=self.seed,
-            max_rank=self.cfg.max_rank,
-        )
+            aggregate = aggregate_zero_padded(states, weights)
+        else:
+            aggregate = aggregate_product_space(
+                states,
+                weights,
+                self.cfg.aggregate_rank,
+                self.cfg.energy,
+                seed=self.seed,
+                max_rank=self.cfg.max_rank,
+            )
+        self._report = measure_aggregate(states, weights, aggregate)
+        return aggregate
+
+    def aggregation_report(self) -> dict[str, float]:
+        """Relative error of the last aggregate against the exact mean ΔW, mean rank.
+
+        See :func:`fedmed.tasks.selora.aggregation.measure_aggregate`; empty
+        before the first aggregate and for AdaLoRA's plain mean.
+        """
+        return dict(self._report)
 
     def site_data(self, node_config: FlatConfig) -> SiteData:
         where = locate_site(self.data_dir, node_config)
@@ -172,3 +197,11 @@ class SeLoRATask(Task):
     def write_plots(self, model: nn.Module, folder: Path) -> list[Path]:
         """The rank heatmap of the final aggregate (which layers grew)."""
         return [self.write_rank_heatmap(self.exchanged(model), folder)]
+
+    def write_artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
+        """The adapters as peft folders and a diffusers file, grown ranks included.
+
+        Written to ``folder/peft/<component>/``, ``folder/diffusers/`` and
+        ``folder/ranks.json`` (see :mod:`fedmed.tasks.selora.export`).
+        """
+        return export_adapters(model, self.cfg, folder)

@@ -11,8 +11,10 @@ from fedmed.tasks.selora.aggregation import (
     aggregate_zero_padded,
     check_lora_state,
     delta_weight,
+    measure_aggregate,
     state_ranks,
 )
+from fedmed.tasks.selora.layer import KAIMING_ROW_NORM
 
 LAYERS = {"unet.attn.to_q": (24, 20), "text_encoder.fc1": (16, 30)}  # (in, out)
 
@@ -79,12 +81,43 @@ def test_svd_at_max_rank_beats_zero_padding_in_reconstruction(sites):
     assert state_ranks(padded) == state_ranks(svd)
 
 
-def test_singular_values_are_split_evenly_between_a_and_b(sites):
+def test_aggregate_a_rows_are_orthonormal_at_the_kaiming_norm(sites):
     states, weights = sites
     aggregate = aggregate_product_space(states, weights, rank_rule="max")
-    a = aggregate["unet.attn.to_q" + A_SUFFIX].double()
-    b = aggregate["unet.attn.to_q" + B_SUFFIX].double()
-    torch.testing.assert_close(torch.linalg.norm(a, dim=1), torch.linalg.norm(b, dim=0))
+    for layer in LAYERS:
+        a = aggregate[layer + A_SUFFIX].double()
+        b = aggregate[layer + B_SUFFIX].double()
+        eye = torch.eye(a.shape[0], dtype=torch.float64)
+        torch.testing.assert_close(a @ a.T, KAIMING_ROW_NORM**2 * eye)
+        # B carries the singular values: its column norms are sigma / c
+        sigma = torch.linalg.svdvals(weighted_delta(states, weights, layer))
+        expected = sigma[: a.shape[0]] / KAIMING_ROW_NORM
+        torch.testing.assert_close(torch.linalg.norm(b, dim=0), expected)
+
+
+def test_aggregate_does_not_depend_on_how_sites_split_their_updates(sites):
+    # Prepare: the same site updates ΔW_i, each written as (M A_i, B_i M^-1)
+    states, weights = sites
+    generator = torch.Generator().manual_seed(5)
+    resplit = []
+    for state in states:
+        other = dict(state)
+        for layer in LAYERS:
+            a, b = state[layer + A_SUFFIX], state[layer + B_SUFFIX]
+            mix = torch.randn(a.shape[0], a.shape[0], generator=generator).double()
+            other[layer + A_SUFFIX] = (mix @ a.double()).float()
+            other[layer + B_SUFFIX] = (b.double() @ torch.linalg.inv(mix)).float()
+        resplit.append(other)
+    # Execute
+    first = aggregate_product_space(states, weights, rank_rule="max")
+    second = aggregate_product_space(resplit, weights, rank_rule="max")
+    # Assert: same factors up to the sign of each rank
+    for layer in LAYERS:
+        a1, a2 = first[layer + A_SUFFIX], second[layer + A_SUFFIX]
+        b1, b2 = first[layer + B_SUFFIX], second[layer + B_SUFFIX]
+        signs = torch.sign((a1 * a2).sum(1))
+        torch.testing.assert_close(a2, a1 * signs[:, None], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b2, b1 * signs[None, :], rtol=1e-4, atol=1e-4)
 
 
 def test_energy_rule_keeps_the_smallest_rank_with_that_energy():
@@ -132,3 +165,45 @@ def test_check_accepts_rank_growth_and_rejects_bad_updates(sites):
         )
     with pytest.raises(UpdateRejected, match="rank"):
         check_lora_state(states[1], reference, "capped", max_rank=3)
+
+
+def known_energy_sites():
+    """Two rank-1 sites whose equal-weight mean update has σ = (2, 1.5) in layer
+    "mixed" (orthogonal directions) and σ = 3 in layer "shared" (one direction)."""
+    generator = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(20, 20, generator=generator))[0]
+    v = torch.linalg.qr(torch.randn(24, 24, generator=generator))[0]
+    first = {
+        "mixed" + A_SUFFIX: v[:, :1].T,
+        "mixed" + B_SUFFIX: 3 * u[:, :1],
+        "shared" + A_SUFFIX: v[:, :1].T,
+        "shared" + B_SUFFIX: 2 * u[:, :1],
+    }
+    second = {
+        "mixed" + A_SUFFIX: v[:, 1:2].T,
+        "mixed" + B_SUFFIX: 4 * u[:, 1:2],
+        "shared" + A_SUFFIX: v[:, :1].T,
+        "shared" + B_SUFFIX: 4 * u[:, :1],
+    }
+    return [first, second], [1.0, 1.0]
+
+
+def test_report_measures_the_dropped_part_of_the_mean_update():
+    # Prepare: "mixed" mean = 1.5 u1 v1ᵀ + 2 u2 v2ᵀ; "shared" mean = 3 u1 v1ᵀ
+    states, weights = known_energy_sites()
+    # Execute
+    reports = {
+        rule: measure_aggregate(
+            states, weights, aggregate_product_space(states, weights, rank_rule=rule)
+        )
+        for rule in ("max", "sum")
+    }
+    padded = measure_aggregate(states, weights, aggregate_zero_padded(states, weights))
+    # Assert: max keeps σ = 2 of "mixed" and drops 1.5 of the total sqrt(6.25 + 9)
+    assert reports["max"]["aggregation_rel_error"] == pytest.approx(1.5 / 15.25**0.5)
+    assert reports["max"]["aggregation_rel_error_worst_layer"] == pytest.approx(0.6)
+    assert reports["max"]["aggregate_mean_rank"] == 1.0
+    assert reports["sum"]["aggregation_rel_error"] == pytest.approx(0.0, abs=1e-6)
+    assert reports["sum"]["aggregate_mean_rank"] == 2.0
+    # zero-padding averages A and B apart: ¼ (B1 + B2)(A1 + A2) in "mixed"
+    assert padded["aggregation_rel_error_worst_layer"] == pytest.approx(0.5**0.5)

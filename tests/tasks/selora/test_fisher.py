@@ -5,8 +5,14 @@ import torch
 from torch.func import grad, vmap
 
 from fedmed.tasks.selora.expansion import SelfExpansion
-from fedmed.tasks.selora.fisher import FisherProbe, FisherScores
-from fedmed.tasks.selora.layer import ADAPTER, kaiming_row, layer_ranks, lora_layers
+from fedmed.tasks.selora.fisher import FisherProbe, FisherScores, canonical_factors
+from fedmed.tasks.selora.layer import (
+    ADAPTER,
+    KAIMING_ROW_NORM,
+    kaiming_row,
+    layer_ranks,
+    lora_layers,
+)
 from tests.tasks.selora.conftest import toy_lora
 
 
@@ -33,12 +39,27 @@ def _reference_scores(model, x, y, k):
     return fisher(a, b), fisher(a_exp, b_exp)
 
 
+def set_factors(layer, a: torch.Tensor, b: torch.Tensor) -> None:
+    with torch.no_grad():
+        layer.lora_A[ADAPTER].weight.copy_(a)
+        layer.lora_B[ADAPTER].weight.copy_(b)
+
+
+def canonical_toy(d_in: int, d_out: int, rank: int):
+    """Toy LoRA whose A already has orthonormal rows at the Kaiming norm.
+
+    In that factorisation the probe's scores are Eq. 3-4 on the layer's own A, B.
+    """
+    model = toy_lora(d_in=d_in, d_out=d_out, rank=rank)
+    layer = lora_layers(model)["proj"]
+    a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+    set_factors(layer, *canonical_factors(a.detach(), torch.randn_like(b)))
+    return model, layer
+
+
 def test_probe_scores_equal_per_sample_fisher_from_torch_func():
     # Prepare
-    model = toy_lora(d_in=10, d_out=6, rank=2)
-    layer = lora_layers(model)["proj"]
-    with torch.no_grad():
-        layer.lora_B[ADAPTER].weight.normal_()
+    model, layer = canonical_toy(d_in=10, d_out=6, rank=2)
     x, y = torch.randn(5, 7, 10), torch.randn(5, 7, 6)
     k = kaiming_row(10, torch.Generator().manual_seed(3))
     # Execute
@@ -54,10 +75,7 @@ def test_probe_scores_equal_per_sample_fisher_from_torch_func():
 
 def test_batch_mode_is_the_squared_norm_of_the_batch_gradient():
     # Prepare
-    model = toy_lora(d_in=10, d_out=6, rank=2)
-    layer = lora_layers(model)["proj"]
-    with torch.no_grad():
-        layer.lora_B[ADAPTER].weight.normal_()
+    model, layer = canonical_toy(d_in=10, d_out=6, rank=2)
     x, y = torch.randn(5, 7, 10), torch.randn(5, 7, 6)
     k = kaiming_row(10)
     # Execute
@@ -73,6 +91,59 @@ def test_batch_mode_is_the_squared_norm_of_the_batch_gradient():
     with per_sample:
         ((model(x) - y) ** 2).mean().backward()
     assert per_sample.scores(5)["proj"].current > scores.current  # E[g^2] >= E[g]^2
+
+
+def splits_of_one_update(a: torch.Tensor, b: torch.Tensor) -> dict[str, tuple]:
+    """The same ΔW = B A written as different (A, B) pairs of the same rank."""
+    mix = torch.randn(
+        a.shape[0], a.shape[0], generator=torch.Generator().manual_seed(9)
+    )
+    u, s, vh = torch.linalg.svd(b.double() @ a.double(), full_matrices=False)
+    r = a.shape[0]
+    even = ((s[:r].sqrt()[:, None] * vh[:r]).float(), (u[:, :r] * s[:r].sqrt()).float())
+    return {
+        "as trained": (a, b),
+        "A x 0.1": (a * 0.1, b / 0.1),
+        "A x 10": (a * 10, b / 10),
+        "mixed": (mix @ a, b @ torch.linalg.inv(mix)),
+        "svd, even split": even,
+    }
+
+
+@pytest.mark.parametrize("mode", ["per-sample", "batch"])
+def test_scores_and_decisions_do_not_depend_on_how_delta_w_is_factorised(mode):
+    # Prepare
+    model = toy_lora(d_in=10, d_out=6, rank=3)
+    layer = lora_layers(model)["proj"]
+    generator = torch.Generator().manual_seed(4)
+    a = 0.3 * torch.randn(3, 10, generator=generator)  # neither orthonormal nor Kaiming
+    b = 0.5 * torch.randn(6, 3, generator=generator)
+    x, y = (
+        torch.randn(5, 7, 10, generator=generator),
+        torch.randn(5, 7, 6, generator=generator),
+    )
+    k = kaiming_row(10, generator)
+    # Execute
+    ratios = {}
+    for name, (a_split, b_split) in splits_of_one_update(a, b).items():
+        set_factors(layer, a_split, b_split)
+        with FisherProbe({"proj": layer}, {"proj": k}, mode) as probe:
+            ((model(x) - y) ** 2).mean().backward()
+        ratios[name] = probe.scores(batch_size=5)["proj"].ratio
+    # Assert: one ratio, hence one decision for every threshold
+    reference = ratios["as trained"]
+    assert ratios == pytest.approx({n: reference for n in ratios}, rel=1e-4)
+
+
+def test_canonical_factors_keep_the_product_with_orthonormal_rows_of_kaiming_norm():
+    generator = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.randn(3, 12, generator=generator),
+        torch.randn(5, 3, generator=generator),
+    )
+    a_c, b_c = canonical_factors(a, b)
+    torch.testing.assert_close(b_c @ a_c, b @ a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a_c @ a_c.T, KAIMING_ROW_NORM**2 * torch.eye(3))
 
 
 def _fit_toy(target_rank: int, seed: int, steps: int = 40) -> tuple[dict, FisherScores]:
