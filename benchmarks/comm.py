@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedmed.bench.results import RESULTS_DIR, update_benchmarks_md, write_result  # noqa: E402
-from fedmed.records import state_to_record  # noqa: E402
 from fedmed.tasks import get_task  # noqa: E402
+from fedmed.wire import state_to_record  # noqa: E402
 
 TINY = {
     "classify.img-size": 28,

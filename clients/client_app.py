@@ -21,7 +21,8 @@ from flwr.supercore import log
 from clients import secagg_site, vfl_clip
 from fedmed.faults import InjectedFault, corrupt_update, faults_for, parse_faults
 from fedmed.platform_config import parse_platform
-from fedmed.records import (
+from fedmed.tasks import get_task, list_tasks
+from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -33,7 +34,6 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.tasks import get_task, list_tasks
 
 app = ClientApp()
 

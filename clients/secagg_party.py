@@ -12,18 +12,16 @@ these handlers under their own action names (:class:`PartyActions`)::
 Only the masking step, which computes the vector, is the protocol's own.
 The party (private keys included) lives in the node's ``Context.state``
 between messages, since each message may run in a fresh process; it never
-leaves the node. :func:`to_record` / :func:`from_record` carry protocol
-messages as flat numpy arrays (no pickle) and are shared with the servers'
-channels.
+leaves the node. Action names, keys and message codecs are
+:mod:`fedmed.wire.secagg`'s, shared with the server's channels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedmed.privacy import SecAggParty
@@ -33,36 +31,12 @@ from fedmed.privacy.messages import (
     UnmaskRequest,
     WireMessage,
 )
-from fedmed.records import METRICS, metric_record
+from fedmed.wire import METRICS, arrays_to_record, metric_record, record_to_arrays
+from fedmed.wire.secagg import REPLY, REQUEST, PartyActions, from_record, to_record
 
-M = TypeVar("M", bound=WireMessage)
 Work = Callable[[Message, Context], RecordDict]
 Handler = Callable[[Message, Context], Message]
 Guard = Callable[[Message, Context, Callable[[], RecordDict]], Message]
-
-REQUEST, REPLY = "request", "reply"
-
-
-@dataclass(frozen=True)
-class PartyActions:
-    """Action names and node-state key of one secure-aggregation protocol."""
-
-    prefix: str
-    state_key: str
-
-    def action(self, step: str) -> str:
-        """Named action of ``step`` (``keys``, ``shares``, ``ready``, ``mask``...)."""
-        return f"{self.prefix}_{step}"
-
-
-def to_record(message: WireMessage) -> ArrayRecord:
-    """A protocol message as an ArrayRecord of flat numpy arrays (no pickle)."""
-    return ArrayRecord({k: Array(v) for k, v in message.to_arrays().items()})
-
-
-def from_record(kind: type[M], record: ArrayRecord) -> M:
-    """The protocol message ``kind`` back from its ArrayRecord (validated)."""
-    return kind.from_arrays({k: record[k].numpy() for k in record})
 
 
 def load_party(context: Context, actions: PartyActions) -> SecAggParty:
@@ -72,15 +46,12 @@ def load_party(context: Context, actions: PartyActions) -> SecAggParty:
             "this node has no secure-aggregation state for the run: the key setup "
             f"(train.{actions.action('keys')}) must come first"
         )
-    record = context.state[actions.state_key]
-    return SecAggParty.from_state({k: record[k].numpy() for k in record})
+    return SecAggParty.from_state(record_to_arrays(context.state[actions.state_key]))
 
 
 def keep_party(context: Context, actions: PartyActions, party: SecAggParty) -> None:
     """Store the party's state on the node for the next message."""
-    context.state[actions.state_key] = ArrayRecord(
-        {k: Array(v) for k, v in party.to_state().items()}
-    )
+    context.state[actions.state_key] = arrays_to_record(party.to_state())
 
 
 def party_step(

@@ -33,16 +33,11 @@ from flwr.supercore import log
 from torch import Tensor
 
 from clients.secagg_party import (
-    REPLY,
-    REQUEST,
     Guard,
-    PartyActions,
-    from_record,
     keep_party,
     load_party,
     party_actions,
     register_train_actions,
-    to_record,
 )
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import csv_list
@@ -50,7 +45,9 @@ from fedmed.faults import corrupt_update
 from fedmed.platform_config import parse_platform
 from fedmed.privacy.messages import MaskRequest
 from fedmed.privacy.weighted_sum import check_site_update, site_vector, update_codec
-from fedmed.records import (
+from fedmed.tasks import Task, get_task, list_tasks
+from fedmed.tasks.base import RoundResult
+from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -61,16 +58,22 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.tasks import Task, get_task, list_tasks
-from fedmed.tasks.base import RoundResult
+from fedmed.wire.secagg import (
+    ACCEPTED,
+    METRIC_NAMES,
+    REASON,
+    REPLY,
+    REQUEST,
+    SITE_PARTY,
+    UPDATE_SIZE,
+    from_record,
+    to_record,
+)
 
 Faults = Callable[[Message, Context], set[str]]
 SiteOf = Callable[[Context], int]
 
-SITE_PARTY = PartyActions("secagg", "secagg-party")
 FIT_STATE, FIT_METRICS, UPDATE_STATE = "secagg-fit", "secagg-metrics", "secagg-update"
-ACCEPTED, REASON = "accepted", "reason"
-METRIC_NAMES, UPDATE_SIZE = "metric-names", "update-size"
 
 
 def value_range(context: Context) -> float:

@@ -11,10 +11,10 @@ from flwr.supercore import log
 from fedmed.comm.codecs import bytes_per_element
 from fedmed.platform_config import PlatformConfig, parse_platform
 from fedmed.privacy.weighted_sum import check_secure_aggregation
-from fedmed.records import record_to_state, state_to_record
 from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
+from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 from strategies.secure_fedavg import SecureAdapterFedAvg

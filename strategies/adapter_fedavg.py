@@ -24,7 +24,9 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from fedmed.comm.selection import UpdateRejected
-from fedmed.records import (
+from fedmed.runs import RunDirectory
+from fedmed.tasks.base import Task
+from fedmed.wire import (
     ARRAYS,
     METRICS,
     NUM_EXAMPLES,
@@ -34,8 +36,6 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.runs import RunDirectory
-from fedmed.tasks.base import Task
 
 
 class AdapterFedAvg(FedAvg):

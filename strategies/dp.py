@@ -38,8 +38,8 @@ from fedmed.bench.accountant import RdpAccountant, epsilon_after
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import ConfigError
 from fedmed.privacy.weighted_sum import require_mean_aggregation
-from fedmed.records import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state
 from fedmed.tasks import Task
+from fedmed.wire import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state
 from strategies.adapter_fedavg import AdapterFedAvg
 
 EPSILON_KEY = "dp-epsilon"

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from logging import ERROR
 from typing import Any, ClassVar
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from clients.secagg_party import REPLY, REQUEST, PartyActions, from_record, to_record
 from fedmed.privacy import SecAggError
 from fedmed.privacy.messages import (
     KeyAdvertisement,
@@ -35,7 +34,8 @@ from fedmed.privacy.messages import (
     UnmaskResponse,
     WireMessage,
 )
-from fedmed.records import CONFIG, payload_bytes
+from fedmed.wire import payload_bytes
+from fedmed.wire.secagg import REPLY, PartyActions, from_record, request_content
 
 
 class SetupIncomplete(SecAggError):
@@ -118,14 +118,6 @@ class Transport:
         return replies
 
 
-def wire_content(message: WireMessage, **config: int | str) -> RecordDict:
-    """A protocol message (and optional config values) as message content."""
-    content = RecordDict({REQUEST: to_record(message)})
-    if config:
-        content[CONFIG] = ConfigRecord(dict(config))
-    return content
-
-
 @dataclass
 class FlowerParties:
     """:class:`fedmed.privacy.protocol.PartyChannel` steps every protocol shares.
@@ -162,11 +154,11 @@ class FlowerParties:
     def share(
         self, directory: KeyDirectory, parties: Sequence[int]
     ) -> dict[int, SetupShares]:
-        contents = {p: wire_content(directory) for p in parties}
+        contents = {p: request_content(directory) for p in parties}
         return self._exchange("shares", contents, SetupShares)
 
     def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
-        contents = {p: wire_content(d) for p, d in deliveries.items()}
+        contents = {p: request_content(d) for p, d in deliveries.items()}
         ready = self._exchange("ready", contents, None)
         missing = sorted(set(deliveries) - set(ready))
         if missing:
@@ -181,5 +173,5 @@ class FlowerParties:
     def unmask(
         self, requests: Mapping[int, UnmaskRequest]
     ) -> dict[int, UnmaskResponse]:
-        contents = {p: wire_content(r) for p, r in requests.items()}
+        contents = {p: request_content(r) for p, r in requests.items()}
         return self._exchange("unmask", contents, UnmaskResponse)

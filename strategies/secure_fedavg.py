@@ -17,7 +17,7 @@ to the 64-bit fixed-point step). What the server learns per round:
 
 It never holds a site's update, example count or training metrics.
 
-A round, as messages to the site actions of :mod:`clients.secagg_site`:
+A round, as messages to the site actions of ``clients.secagg_site``:
 
 0. key setup with every connected site (``run_setup``): once per run, and
    again before a round that follows a dropout (the dropped site's mask key
@@ -51,20 +51,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from clients.secagg_party import REPLY, from_record
-from clients.secagg_site import (
-    ACCEPTED,
-    METRIC_NAMES,
-    REASON,
-    SITE_PARTY,
-    UPDATE_SIZE,
-)
 from fedmed.config import csv_list
 from fedmed.privacy import SecAggError, SecAggServer, SecureSum
 from fedmed.privacy.messages import KeyAdvertisement, MaskedInput, MaskRequest
 from fedmed.privacy.protocol import run_setup
 from fedmed.privacy.weighted_sum import mean_from_sum
-from fedmed.records import (
+from fedmed.runs import RunDirectory
+from fedmed.tasks.base import Task
+from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -74,15 +68,22 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.runs import RunDirectory
-from fedmed.tasks.base import Task
+from fedmed.wire.secagg import (
+    ACCEPTED,
+    METRIC_NAMES,
+    REASON,
+    REPLY,
+    SITE_PARTY,
+    UPDATE_SIZE,
+    from_record,
+    request_content,
+)
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.secagg_channel import (
     FlowerParties,
     SetupIncomplete,
     Tally,
     Transport,
-    wire_content,
 )
 
 
@@ -133,14 +134,14 @@ class SiteParties(FlowerParties):
         }
         if job.metric_names:  # Flower cannot count the bytes of ""
             config[METRIC_NAMES] = ",".join(job.metric_names)
-        contents = {p: wire_content(request, **config) for p in request.active}
+        contents = {p: request_content(request, **config) for p in request.active}
         return self._exchange("mask", contents, MaskedInput)
 
 
 class SecureAdapterFedAvg(AdapterFedAvg):
     """Weighted FedAvg whose server sees only the secure sum of site updates.
 
-    Client contract: the actions of :mod:`clients.secagg_site` (key setup,
+    Client contract: the actions of ``clients.secagg_site`` (key setup,
     ``secagg_fit``, ``secagg_mask``, ``secagg_unmask``) and, for evaluation,
     :class:`AdapterFedAvg`'s.
     """

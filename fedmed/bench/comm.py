@@ -30,9 +30,9 @@ import torch
 from fedmed.bench.loop import federated_loop
 from fedmed.comm.codecs import CODECS, bytes_per_element
 from fedmed.data.synth_dermamnist import synthesize
-from fedmed.records import state_to_record
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.tasks.registry import task_class
+from fedmed.wire import state_to_record
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ from fedmed.bench.accountant import epsilon_after
 from fedmed.bench.loop import update_norm
 from fedmed.config import ConfigError
 from fedmed.platform_config import parse_platform
-from fedmed.records import (
+from fedmed.runs import RunDirectory
+from fedmed.tasks import get_task, list_tasks
+from fedmed.wire import (
     ARRAYS,
     METRICS,
     metric_record,
     record_to_state,
     state_to_record,
 )
-from fedmed.runs import RunDirectory
-from fedmed.tasks import get_task, list_tasks
 from server.server_app import horizontal_strategy
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import (
