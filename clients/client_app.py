@@ -19,8 +19,8 @@ from flwr.common.constant import ErrorCode
 from flwr.supercore import log
 
 from clients import secagg_site, vfl_clip
+from fedmed.config import parse_platform
 from fedmed.faults import InjectedFault, corrupt_update, faults_for, parse_faults
-from fedmed.platform_config import parse_platform
 from fedmed.tasks import get_task, list_tasks
 from fedmed.wire import (
     ARRAYS,

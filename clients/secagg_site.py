@@ -40,9 +40,8 @@ from clients.secagg_party import (
     register_train_actions,
 )
 from fedmed.comm.selection import UpdateRejected
-from fedmed.config import csv_list
+from fedmed.config import csv_list, parse_platform
 from fedmed.faults import corrupt_update
-from fedmed.platform_config import parse_platform
 from fedmed.privacy.messages import MaskRequest
 from fedmed.privacy.weighted_sum import check_site_update, site_vector, update_codec
 from fedmed.tasks import Task, get_task, list_tasks

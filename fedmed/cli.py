@@ -160,9 +160,10 @@ def simulate(
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
     apply_hermetic_env()
+    from fedmed.config.run_config import resolve_run_config
     from fedmed.report import print_report
     from fedmed.runs import RunDirectory
-    from server.simulation import resolve_run_config, run_experiment
+    from server.simulation import run_experiment
 
     config = resolve_run_config(
         task,

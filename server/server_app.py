@@ -9,7 +9,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from fedmed.comm.codecs import bytes_per_element
-from fedmed.platform_config import PlatformConfig, parse_platform
+from fedmed.config import PlatformConfig, parse_platform
 from fedmed.privacy.weighted_sum import check_secure_aggregation
 from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory

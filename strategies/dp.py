@@ -22,7 +22,7 @@ aggregate. What this wrapper adds to Flower's:
 Client contract: as :class:`AdapterFedAvg`; nothing extra (clipping is
 server side). The wrapper refuses int8 (clipping codes is meaningless);
 run configs further require fp32 and ``fraction-train = 1``
-(``fedmed.platform_config``).
+(``fedmed.config.platform``).
 """
 
 from __future__ import annotations

@@ -92,11 +92,11 @@ def local(
 ) -> None:
     """SuperLink + N SuperNodes on 127.0.0.1 with TLS and node auth, then the run."""
     from fedmed.cli import parse_set
+    from fedmed.config.run_config import resolve_run_config
     from fedmed.deploy.certs import ensure_certificates
     from fedmed.deploy.local import LocalDeployment, Site, free_port
     from fedmed.deploy.watch import drive_run
     from fedmed.tasks import get_task
-    from server.simulation import resolve_run_config
 
     config = resolve_run_config(
         task,

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 
 from fedmed.bench.accountant import epsilon_after
 from fedmed.bench.loop import update_norm
-from fedmed.config import ConfigError
-from fedmed.platform_config import parse_platform
+from fedmed.config import ConfigError, parse_platform
 from fedmed.runs import RunDirectory
 from fedmed.tasks import get_task, list_tasks
 from fedmed.wire import (

@@ -11,8 +11,7 @@ import torch
 
 from fedmed.comm.aggregation import weighted_mean
 from fedmed.comm.selection import UpdateRejected
-from fedmed.config import ConfigError
-from fedmed.platform_config import parse_platform
+from fedmed.config import ConfigError, parse_platform
 from fedmed.privacy import ValueOutOfRange, secure_sum_inprocess, setup_inprocess
 from fedmed.privacy.weighted_sum import (
     check_secure_aggregation,
