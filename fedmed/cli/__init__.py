@@ -9,9 +9,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from fedmed.bench.cli import bench_app
+from fedmed.cli.bench import bench_app
+from fedmed.cli.deploy import certs, deploy_app
+from fedmed.cli.options import parse_set
 from fedmed.commands import apply_hermetic_env
-from fedmed.deploy.cli import certs, deploy_app
 
 app = typer.Typer(
     help="Federated fine-tuning of medical-imaging foundation models.",
@@ -28,27 +29,6 @@ app.add_typer(deploy_app, name="deploy")
 app.command("certs")(certs)
 app.add_typer(bench_app, name="bench")
 console = Console()
-
-
-def parse_set(items: list[str]) -> dict[str, bool | int | float | str]:
-    """``key=value`` pairs with scalar types inferred (true/false, int, float, str)."""
-    out: dict[str, bool | int | float | str] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set expects key=value, found {item!r}")
-        key, raw = item.split("=", 1)
-        value: bool | int | float | str = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for kind in (int, float):
-                try:
-                    value = kind(raw)
-                    break
-                except ValueError:
-                    continue
-        out[key.strip()] = value
-    return out
 
 
 @synth_app.command("dermamnist")
@@ -210,7 +190,7 @@ def demo(
     """Synthetic DermaMNIST, a 3-hospital LoRA simulation and its report."""
     import shutil
 
-    config_file = Path(__file__).resolve().parents[1] / "configs" / "classify_tiny.toml"
+    config_file = Path(__file__).resolve().parents[2] / "configs" / "classify_tiny.toml"
     if out.exists():
         shutil.rmtree(out)
     simulate(

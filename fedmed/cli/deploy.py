@@ -91,7 +91,7 @@ def local(
     max_resubmits: int = typer.Option(2, help="Resumes after a failed Flower run."),
 ) -> None:
     """SuperLink + N SuperNodes on 127.0.0.1 with TLS and node auth, then the run."""
-    from fedmed.cli import parse_set
+    from fedmed.cli.options import parse_set
     from fedmed.config.run_config import resolve_run_config
     from fedmed.deploy.certs import ensure_certificates
     from fedmed.deploy.local import LocalDeployment, Site, free_port
