@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
 
 from fedmed.config import Scalar
+
+console = Console()
+
+TASK: str = typer.Option("classify", help="Registered task name.")
+SET: list[str] = typer.Option([], "--set", help="Run-config override key=value.")
+RUN_CONFIG: list[Path] = typer.Option([], "--run-config", help="Override TOML file(s).")
 
 
 def parse_set(items: list[str]) -> dict[str, Scalar]:
