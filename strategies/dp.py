@@ -34,9 +34,9 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.supercore import log
 
-from fedmed.bench.accountant import RdpAccountant, epsilon_after
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import ConfigError
+from fedmed.privacy.accountant import RdpAccountant, epsilon_after
 from fedmed.privacy.weighted_sum import require_mean_aggregation
 from fedmed.tasks import Task
 from fedmed.wire import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state
@@ -61,8 +61,8 @@ def check_differential_privacy(task: Task) -> None:
     require_mean_aggregation(
         task,
         "differential-privacy=true",
-        "the update w_i - w it would clip is not defined",
-        "the noise is calibrated to the sensitivity of a mean",
+        "clipping needs each update w_i - w in the model's shapes and the noise "
+        "is calibrated to the sensitivity of a mean",
     )
 
 

@@ -36,7 +36,11 @@ Contract
     combine the accepted ones. Defaults: exact key/shape/finite check against
     the arrays sent, and the example-weighted mean. A task whose sites may
     legitimately reply with other shapes (SeLoRA's growing ranks) overrides
-    both.
+    both and declares ``aggregation = "custom"``.
+``aggregation``
+    How the task combines updates, declared: ``"mean"`` (same-shaped
+    updates, the example-weighted mean: secure aggregation and central DP
+    apply) or ``"custom"`` (anything else: both are refused).
 ``synthesize_data(out, num_sites, seed)``
     Write synthetic data in the task's real on-disk format, one folder per
     site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
@@ -101,6 +105,10 @@ class Task(ABC):
     #: ``vertical``: sites hold different parts of each sample; the task ships
     #: its own orchestration (VFL-CLIP).
     federation: ClassVar[Literal["horizontal", "vertical"]] = "horizontal"
+    #: ``mean``: sites reply with the shapes they received and ``aggregate`` is
+    #: the example-weighted mean (what secure aggregation and central DP
+    #: compute). ``custom``: anything else (SeLoRA's growing ranks).
+    aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
 
     def __init__(self, cfg: Any, run_config: FlatConfig) -> None:
         """Keep the parsed section plus the platform keys every task reads."""

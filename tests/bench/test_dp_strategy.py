@@ -10,9 +10,9 @@ from flwr.app import Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
-from fedmed.bench.accountant import epsilon_after
-from fedmed.bench.loop import update_norm
 from fedmed.config import ConfigError, parse_platform
+from fedmed.privacy.accountant import epsilon_after
+from fedmed.privacy.dp import update_norm
 from fedmed.runs import RunDirectory
 from fedmed.tasks import get_task, list_tasks
 from fedmed.wire import (
@@ -134,7 +134,9 @@ def test_dp_refuses_tasks_without_a_mean_of_same_shaped_updates():
         for name in ("selora", "classify", "vfl_clip")
     }
     # Execute / Assert
-    with pytest.raises(ConfigError, match="differential-privacy=true.*validate_update"):
+    with pytest.raises(
+        ConfigError, match="differential-privacy=true.*aggregation = 'custom'"
+    ):
         check_differential_privacy(get_task(configs["selora"]))
     with pytest.raises(ConfigError, match="'vfl-clip' is vertical"):
         check_differential_privacy(get_task(configs["vfl_clip"]))
