@@ -35,17 +35,7 @@ def heldout_evaluator(task: Task, run: RunDirectory, round_offset: int):
         model = task.build_model()
         task.load_exchanged(model, record_to_state(arrays))
         metrics = task.evaluate_heldout(model, dataset)
-        run.append_metrics(
-            {
-                "round": server_round + round_offset,
-                "phase": "heldout",
-                "sites": {},
-                "aggregated": metrics,
-                "bytes_up": 0,
-                "bytes_down": 0,
-                "wall_s": 0.0,
-            }
-        )
+        run.record_round(server_round + round_offset, "heldout", metrics)
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     return evaluate

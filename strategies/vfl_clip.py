@@ -38,7 +38,7 @@ from torch import Tensor
 from fedmed.privacy import RecoveryFailed, SecAggServer
 from fedmed.privacy.messages import MaskedInput, MaskRequest
 from fedmed.privacy.protocol import run_setup
-from fedmed.runs import RunDirectory
+from fedmed.runs import RoundTally, RunDirectory
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
 from fedmed.tasks.vfl_clip.metrics import plot_confusion_matrix
 from fedmed.tasks.vfl_clip.protocol import ProviderJob, evaluate_round, train_round
@@ -64,7 +64,7 @@ from fedmed.wire.vfl import (
     TEXT_ACTION,
     VFL_PARTY,
 )
-from strategies.secagg_channel import FlowerParties, Tally, Transport
+from strategies.secagg_channel import FlowerParties, Transport
 
 KNOWLEDGE = "knowledge"
 
@@ -151,8 +151,8 @@ def discover_roles(
         {str(n): RecordDict() for n in nodes},
         {str(n): n for n in nodes},
     )
-    if transport.tally.failures:
-        reasons = "; ".join(f["reason"] for f in transport.tally.failures)
+    if transport.tally.rejected:
+        reasons = "; ".join(f["reason"] for f in transport.tally.rejected)
         raise VflSetupError(f"nodes could not take a VFL-CLIP role: {reasons}")
     roles = {int(n): r[CONFIG] for n, r in replies.items()}
     knowledge = [n for n, c in roles.items() if c[ROLE] == "knowledge-provider"]
@@ -252,10 +252,10 @@ class VerticalRun:
         started: float,
         **extra: object,
     ) -> None:
-        row = {"round": round_id, "phase": phase, "aggregated": dict(aggregated)}
-        row.update(self.transport.tally.take())
-        row.update(extra, wall_s=time.perf_counter() - started)
-        self.run.append_metrics(row)
+        wall_s = time.perf_counter() - started
+        self.run.record_round(
+            round_id, phase, aggregated, self.transport.tally, wall_s=wall_s, **extra
+        )
 
 
 def run_vertical(
@@ -270,7 +270,7 @@ def run_vertical(
     seed: int = 0,
 ) -> None:
     """Entry point of the ServerApp for ``federation = "vertical"`` tasks."""
-    transport = Transport(grid, timeout, Tally())
+    transport = Transport(grid, timeout, RoundTally(list_every_site=True))
     VerticalRun(task, run, transport, seed).start(
         rounds[0], rounds[1], resume_from, min_nodes=min_sites
     )

@@ -68,7 +68,7 @@ def test_updates_are_clipped_noised_and_accounted(wrapped):
         Message(RecordDict({ARRAYS: arrays}), dst_node_id=k, message_type="train")
         for k in (1, 2, 3)
     ]
-    inner._begin(asks, arrays)
+    inner._send(asks, arrays)
     shifted = {k: v + 1.0 for k, v in reference.items()}
     poisoned = {k: v.clone() for k, v in shifted.items()}
     next(iter(poisoned.values())).view(-1)[0] = float("nan")
