@@ -18,7 +18,6 @@ from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 from strategies.secure_fedavg import SecureAdapterFedAvg
-from strategies.vfl_clip import run_vertical
 
 app = ServerApp()
 
@@ -117,6 +116,8 @@ def main(grid: Grid, context: Context) -> None:
     state, offset = initial_state(task, run, platform)
     remaining = platform.num_server_rounds - offset
     if remaining > 0 and task.federation == "vertical":
+        from strategies.vfl_clip import run_vertical  # its stack loads only for VFL
+
         run_vertical(
             grid,
             task,
