@@ -149,6 +149,8 @@ def test_bytes_sent_before_a_site_is_known_are_counted_under_its_name(task, run)
     strategy.aggregate_train(2, [update_reply(second[0], filled(1.0), 3)])
     # Assert
     down = payload_bytes(ask[0].content)
-    for row in rows(run, "train"):
+    train = rows(run, "train")
+    assert [row["round"] for row in train] == [1, 2]
+    for row in train:
         assert set(row["sites"]) == {"0"}
         assert row["sites"]["0"]["bytes_down"] == row["bytes_down"] == down
