@@ -18,12 +18,13 @@ leaves the node. Action names, keys and message codecs are
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
-from flwr.clientapp import ClientApp
 
+from clients.site import Work
+from fedmed.config import PlatformConfig
 from fedmed.privacy import SecAggParty
 from fedmed.privacy.messages import (
     KeyDirectory,
@@ -33,10 +34,6 @@ from fedmed.privacy.messages import (
 )
 from fedmed.wire import METRICS, arrays_to_record, metric_record, record_to_arrays
 from fedmed.wire.secagg import REPLY, REQUEST, PartyActions, from_record, to_record
-
-Work = Callable[[Message, Context], RecordDict]
-Handler = Callable[[Message, Context], Message]
-Guard = Callable[[Message, Context, Callable[[], RecordDict]], Message]
 
 
 def load_party(context: Context, actions: PartyActions) -> SecAggParty:
@@ -66,7 +63,7 @@ def party_step(
     server needs to remove this round's masks.
     """
 
-    def work(msg: Message, context: Context) -> RecordDict:
+    def work(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
         party = load_party(context, actions)
         reply = step(party, from_record(kind, msg.content[REQUEST]))
         keep_party(context, actions, party)
@@ -82,7 +79,9 @@ def party_actions(
 ) -> dict[str, Work]:
     """The shared handlers by action name; ``party_of`` names this node's party."""
 
-    def advertise_keys(msg: Message, context: Context) -> RecordDict:
+    def advertise_keys(
+        msg: Message, context: Context, platform: PlatformConfig
+    ) -> RecordDict:
         party = SecAggParty(party_of(context))  # fresh keys for this run
         keep_party(context, actions, party)
         return RecordDict({REPLY: to_record(party.advertise())})
@@ -99,20 +98,3 @@ def party_actions(
             SecAggParty.unmask, UnmaskRequest, actions
         ),
     }
-
-
-def guarded_handler(guarded: Guard, work: Work) -> Handler:
-    """A Flower handler running ``work``; ``guarded`` turns errors into replies."""
-
-    def handle(msg: Message, context: Context) -> Message:
-        return guarded(msg, context, lambda: work(msg, context))
-
-    return handle
-
-
-def register_train_actions(
-    app: ClientApp, guarded: Guard, actions: Mapping[str, Work]
-) -> None:
-    """Register every ``work`` in ``actions`` as the named action ``train.<name>``."""
-    for name, work in actions.items():
-        app.train(name)(guarded_handler(guarded, work))

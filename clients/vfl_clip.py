@@ -22,21 +22,13 @@ provider's context vectors with their Adam moments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.secagg_party import (
-    Guard,
-    Work,
-    guarded_handler,
-    keep_party,
-    load_party,
-    party_actions,
-    register_train_actions,
-)
+from clients.faults import fault_mod
+from clients.secagg_party import keep_party, load_party, party_actions
+from clients.site import Work, register_actions
+from fedmed.config import PlatformConfig
 from fedmed.privacy.errors import ValueOutOfRange
 from fedmed.privacy.messages import MaskRequest
 from fedmed.tasks import get_task
@@ -68,8 +60,6 @@ from fedmed.wire.vfl import (
     VFL_PARTY,
 )
 
-Faults = Callable[[Message, Context], set[str]]
-
 KNOWLEDGE_STATE = "vfl-knowledge"
 
 
@@ -100,7 +90,7 @@ def _publish(
     )
 
 
-def role_reply(msg: Message, context: Context) -> RecordDict:
+def role_reply(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
     """``query.vfl_role``: this node's role and, for image providers, its site."""
     role = resolve_role(context.node_config, _task(context).cfg)
     site = -1 if role.site is None else role.site
@@ -115,9 +105,8 @@ def provider_site(context: Context) -> int:
     return role.site
 
 
-def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
+def mask_vector(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
     """``train.vfl_mask``: ``[G_i, loss_i, N_i]`` or statistics, masked."""
-    faults(msg, context)
     task, party = _task(context), load_party(context, VFL_PARTY)
     config = msg.content[CONFIG]
     job = ProviderJob(
@@ -143,7 +132,9 @@ def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
     return RecordDict({REPLY: to_record(masked)})
 
 
-def publish_text(msg: Message, context: Context) -> RecordDict:
+def publish_text(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
     """``train.vfl_text``: ``T`` of the current (or a resumed) context."""
     task = _task(context)
     knowledge = _knowledge(context, task)
@@ -152,7 +143,9 @@ def publish_text(msg: Message, context: Context) -> RecordDict:
     return _publish(context, task, knowledge, int(msg.content[CONFIG][SERVER_ROUND]))
 
 
-def apply_gradient(msg: Message, context: Context) -> RecordDict:
+def apply_gradient(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
     """``train.vfl_apply``: Adam step on the secure sum; reply with the new ``T``."""
     task = _task(context)
     knowledge = _knowledge(context, task)
@@ -170,15 +163,12 @@ TRAIN_ACTIONS: dict[str, Work] = {
 }
 
 
-def register(app: ClientApp, guarded: Guard, faults: Faults) -> None:
-    """Add the VFL-CLIP actions to ``app``; ``guarded`` turns errors into replies.
+def register(app: ClientApp) -> None:
+    """Add the VFL-CLIP actions to ``app``.
 
-    ``faults`` runs the scripted faults (``faults=raise@2:0``) before masking,
-    so tests can make an image provider fail before it sends its input.
+    The scripted faults (``faults=raise@2:0``) run before masking, so tests can
+    make an image provider fail before it sends its input.
     """
-
-    app.query(ROLE_ACTION)(guarded_handler(guarded, role_reply))
-    mask = partial(mask_vector, faults=faults)
-    register_train_actions(
-        app, guarded, {**TRAIN_ACTIONS, VFL_PARTY.action("mask"): mask}
-    )
+    register_actions(app, {ROLE_ACTION: role_reply}, category="query")
+    register_actions(app, TRAIN_ACTIONS)
+    register_actions(app, {VFL_PARTY.action("mask"): mask_vector}, mods=[fault_mod])
