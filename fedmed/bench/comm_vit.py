@@ -12,14 +12,14 @@ model exchanged in ``full`` mode with the same codec.
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fedmed.bench.results import RESULTS_DIR, update_benchmarks_md, write_result
+from fedmed.tasks import get_task
+from fedmed.wire import state_to_record
 
-from fedmed.bench.results import RESULTS_DIR, update_benchmarks_md, write_result  # noqa: E402
-from fedmed.tasks import get_task  # noqa: E402
-from fedmed.wire import state_to_record  # noqa: E402
+log = logging.getLogger(__name__)
 
 TINY = {
     "classify.img-size": 28,
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     model, overrides = (
         ("vit_tiny_patch16_224", TINY) if args.quick else ("vit_base_patch16_224", {})
     )
@@ -89,9 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.results_dir == RESULTS_DIR:
         update_benchmarks_md()
     for row in rows:
-        print(
-            f"{row['mode']:>6} {row['dtype']}: {row['bytes_per_round']:>12,} B "
-            f"ratio {row['ratio_to_full']:.4f}"
+        log.info(
+            "%6s %s: %12s B ratio %.4f",
+            row["mode"],
+            row["dtype"],
+            f"{row['bytes_per_round']:,}",
+            row["ratio_to_full"],
         )
 
 

@@ -6,7 +6,6 @@ rows (or the bench's detail) it summarises.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 
@@ -123,13 +122,3 @@ def faults_notes(rows: list[dict], detail: dict[str, Any]) -> str:
         "needs exit code 0 and rounds 1..R each recorded exactly once.\n\n"
         f"{survived} of {len(rows)} scenarios ended as specified."
     )
-
-
-#: The notes function of each bench, by bench name (``fedmed bench <name>``).
-NOTES: dict[str, Callable[[list[dict], dict[str, Any]], str]] = {
-    "comm": comm_notes,
-    "secagg": secagg_notes,
-    "dp": dp_notes,
-    "scale": scale_notes,
-    "faults": faults_notes,
-}

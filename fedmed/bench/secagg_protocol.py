@@ -43,28 +43,26 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fedmed.bench.results import update_benchmarks_md, write_result  # noqa: E402
-from fedmed.privacy import FixedPointCodec, SecAggParty, SecAggServer  # noqa: E402
-from fedmed.privacy.protocol import Traffic  # noqa: E402
-from fedmed.tasks.vfl_clip.config import VflClipConfig  # noqa: E402
-from fedmed.tasks.vfl_clip.data import EmbeddedSplit  # noqa: E402
-from fedmed.tasks.vfl_clip.messages import AggregatedGradient  # noqa: E402
-from fedmed.tasks.vfl_clip.model import build_text_model  # noqa: E402
-from fedmed.tasks.vfl_clip.protocol import (  # noqa: E402
+from fedmed.bench.results import update_benchmarks_md, write_result
+from fedmed.privacy import FixedPointCodec, SecAggParty, SecAggServer
+from fedmed.privacy.protocol import Traffic
+from fedmed.tasks.vfl_clip.config import VflClipConfig
+from fedmed.tasks.vfl_clip.data import EmbeddedSplit
+from fedmed.tasks.vfl_clip.messages import AggregatedGradient
+from fedmed.tasks.vfl_clip.model import build_text_model
+from fedmed.tasks.vfl_clip.protocol import (
     InProcessKnowledge,
     inprocess_providers,
     train_round,
 )
-from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider  # noqa: E402
+from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider
+
+log = logging.getLogger(__name__)
 
 BENCH = "secagg"
 PROVIDERS = (2, 5, 10, 20)
@@ -341,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small subset (~10 s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     providers = (2, 10) if args.quick else PROVIDERS
     dims = DIMS[:1] if args.quick else DIMS
     rows = []
@@ -351,20 +350,24 @@ def main(argv: list[str] | None = None) -> None:
                 repeats = 5 if dim >= 100_000 else 9
                 row = measure(n, dim, fraction, 2 if args.quick else repeats)
                 rows.append(row)
-                print(
-                    f"n={n:>2} d={dim:>9,} drop={row['dropouts']}: "
-                    f"time x{row['time_ratio']:.1f} bytes x{row['bytes_ratio']:.3f}",
-                    flush=True,
+                log.info(
+                    "n=%2d d=%9s drop=%d: time x%.1f bytes x%.3f",
+                    n,
+                    f"{dim:,}",
+                    row["dropouts"],
+                    row["time_ratio"],
+                    row["bytes_ratio"],
                 )
     for row in rows:
         if (row["providers"], row["dropouts"]) == (ROUND_PROVIDERS, 0) and row[
             "dim"
         ] in ROUND_TEXT_TOWERS:
             row.update(measure_vfl_round(row["dim"], 2 if args.quick else 5))
-            print(
-                f"VFL round n=10 d={row['dim']:,}: time x{row['round_time_ratio']:.3f} "
-                f"bytes x{row['round_bytes_ratio']:.3f}",
-                flush=True,
+            log.info(
+                "VFL round n=10 d=%s: time x%.3f bytes x%.3f",
+                f"{row['dim']:,}",
+                row["round_time_ratio"],
+                row["round_bytes_ratio"],
             )
     command = "python benchmarks/secagg.py" + (" --quick" if args.quick else "")
     write_result(BENCH, rows, command, notes=summary_notes(rows))

@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fedmed.bench.results import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    update_benchmarks_md,
+    write_result,
+)
+from fedmed.commands import simulate_command
+from fedmed.data.synth_dermamnist import synthesize
+from fedmed.tasks import get_task
 
-from fedmed.bench.results import RESULTS_DIR, update_benchmarks_md, write_result  # noqa: E402
-from fedmed.commands import simulate_command  # noqa: E402
-from fedmed.data.synth_dermamnist import synthesize  # noqa: E402
-from fedmed.tasks import get_task  # noqa: E402
+log = logging.getLogger(__name__)
 
 
 def loop_rounds(config: dict, sites: int, rounds: int) -> list[float]:
@@ -73,7 +77,7 @@ def simulation(
         "classify", out, data, sites, rounds, run_config=config_file, sets=sets
     )
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
     total = time.perf_counter() - started
     records = [
         json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x
@@ -92,9 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     sites, rounds = (3, 1) if args.quick else (10, args.rounds)
     samples, epochs = (60, 1) if args.quick else (2000, 3)
-    config_file = REPO / "configs" / "classify_tiny.toml"
+    config_file = REPO_ROOT / "configs" / "classify_tiny.toml"
     sets = [f"classify.local-epochs={epochs}"]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.results_dir == RESULTS_DIR:
         update_benchmarks_md()
-    print(json.dumps(row, indent=2))
+    log.info("%s", json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":

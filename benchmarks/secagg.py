@@ -1,0 +1,11 @@
+"""``python benchmarks/secagg.py``: runs :func:`fedmed.bench.secagg_protocol.main`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fedmed.bench.secagg_protocol import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
