@@ -65,11 +65,6 @@ def update_codec(value_range: float, num_parties: int) -> FixedPointCodec:
     return FixedPointCodec(RING_BITS, value_range, num_parties)
 
 
-def quantisation_error(value_range: float, num_parties: int) -> float:
-    """Largest error of a decoded sum over ``num_parties`` inputs (all rounded)."""
-    return num_parties / (2 * update_codec(value_range, num_parties).scale)
-
-
 def vector_length(update_size: int, metric_names: Sequence[str]) -> int:
     """Length of a site's vector: update, example count, two slots per metric."""
     return update_size + 1 + 2 * len(metric_names)
