@@ -40,7 +40,8 @@ def secagg_notes(rows: list[dict], detail: dict[str, Any]) -> str:
     worst = max(rows, key=lambda r: r["time_ratio"])
     bytes_worst = max(rows, key=lambda r: r["bytes_ratio"])
     return (
-        "Measured with benchmarks/secagg.py's measure(): secure_wall_s is the critical "
+        "Measured with fedmed.bench.secagg_protocol.measure() (benchmarks/secagg.py): "
+        "secure_wall_s is the critical "
         "path of one round with parties in parallel (masking, routing, unmasking, "
         "dropout recovery), plain_wall_s the fp32 sum; bytes are all round messages "
         "both ways vs n fp32 vectors; key setup is once per run. Dropped parties leave "
