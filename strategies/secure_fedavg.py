@@ -226,7 +226,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        round_k = server_round + self.round_offset
+        round_k = self.round_of(server_round)
         server, channel = self._ensure_setup(grid, round_k)
         active = list(server.active)
         size = max(int(len(active) * self.fraction_train), self.min_sites)
@@ -246,7 +246,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        round_k = server_round + self.round_offset
+        round_k = self.round_of(server_round)
         accepted, names = self._read_fits(round_k, replies)
         size = sum(t.numel() for t in self.reference.values())
         try:
