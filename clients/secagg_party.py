@@ -12,20 +12,19 @@ these handlers under their own action names (:class:`PartyActions`)::
 Only the masking step, which computes the vector, is the protocol's own.
 The party (private keys included) lives in the node's ``Context.state``
 between messages, since each message may run in a fresh process; it never
-leaves the node. :func:`to_record` / :func:`from_record` carry protocol
-messages as flat numpy arrays (no pickle) and are shared with the servers'
-channels.
+leaves the node. Action names, keys and message codecs are
+:mod:`fedmed.wire.secagg`'s, shared with the server's channels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
+from flwr.app import Context, Message, RecordDict
 
+from clients.site import Work
+from fedmed.config import PlatformConfig
 from fedmed.privacy import SecAggParty
 from fedmed.privacy.messages import (
     KeyDirectory,
@@ -33,36 +32,8 @@ from fedmed.privacy.messages import (
     UnmaskRequest,
     WireMessage,
 )
-from fedmed.records import METRICS, metric_record
-
-M = TypeVar("M", bound=WireMessage)
-Work = Callable[[Message, Context], RecordDict]
-Handler = Callable[[Message, Context], Message]
-Guard = Callable[[Message, Context, Callable[[], RecordDict]], Message]
-
-REQUEST, REPLY = "request", "reply"
-
-
-@dataclass(frozen=True)
-class PartyActions:
-    """Action names and node-state key of one secure-aggregation protocol."""
-
-    prefix: str
-    state_key: str
-
-    def action(self, step: str) -> str:
-        """Named action of ``step`` (``keys``, ``shares``, ``ready``, ``mask``...)."""
-        return f"{self.prefix}_{step}"
-
-
-def to_record(message: WireMessage) -> ArrayRecord:
-    """A protocol message as an ArrayRecord of flat numpy arrays (no pickle)."""
-    return ArrayRecord({k: Array(v) for k, v in message.to_arrays().items()})
-
-
-def from_record(kind: type[M], record: ArrayRecord) -> M:
-    """The protocol message ``kind`` back from its ArrayRecord (validated)."""
-    return kind.from_arrays({k: record[k].numpy() for k in record})
+from fedmed.wire import METRICS, arrays_to_record, metric_record, record_to_arrays
+from fedmed.wire.secagg import REPLY, REQUEST, PartyActions, from_record, to_record
 
 
 def load_party(context: Context, actions: PartyActions) -> SecAggParty:
@@ -72,15 +43,12 @@ def load_party(context: Context, actions: PartyActions) -> SecAggParty:
             "this node has no secure-aggregation state for the run: the key setup "
             f"(train.{actions.action('keys')}) must come first"
         )
-    record = context.state[actions.state_key]
-    return SecAggParty.from_state({k: record[k].numpy() for k in record})
+    return SecAggParty.from_state(record_to_arrays(context.state[actions.state_key]))
 
 
 def keep_party(context: Context, actions: PartyActions, party: SecAggParty) -> None:
     """Store the party's state on the node for the next message."""
-    context.state[actions.state_key] = ArrayRecord(
-        {k: Array(v) for k, v in party.to_state().items()}
-    )
+    context.state[actions.state_key] = arrays_to_record(party.to_state())
 
 
 def party_step(
@@ -95,7 +63,7 @@ def party_step(
     server needs to remove this round's masks.
     """
 
-    def work(msg: Message, context: Context) -> RecordDict:
+    def work(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
         party = load_party(context, actions)
         reply = step(party, from_record(kind, msg.content[REQUEST]))
         keep_party(context, actions, party)
@@ -111,7 +79,9 @@ def party_actions(
 ) -> dict[str, Work]:
     """The shared handlers by action name; ``party_of`` names this node's party."""
 
-    def advertise_keys(msg: Message, context: Context) -> RecordDict:
+    def advertise_keys(
+        msg: Message, context: Context, platform: PlatformConfig
+    ) -> RecordDict:
         party = SecAggParty(party_of(context))  # fresh keys for this run
         keep_party(context, actions, party)
         return RecordDict({REPLY: to_record(party.advertise())})
@@ -128,20 +98,3 @@ def party_actions(
             SecAggParty.unmask, UnmaskRequest, actions
         ),
     }
-
-
-def guarded_handler(guarded: Guard, work: Work) -> Handler:
-    """A Flower handler running ``work``; ``guarded`` turns errors into replies."""
-
-    def handle(msg: Message, context: Context) -> Message:
-        return guarded(msg, context, lambda: work(msg, context))
-
-    return handle
-
-
-def register_train_actions(
-    app: ClientApp, guarded: Guard, actions: Mapping[str, Work]
-) -> None:
-    """Register every ``work`` in ``actions`` as the named action ``train.<name>``."""
-    for name, work in actions.items():
-        app.train(name)(guarded_handler(guarded, work))

@@ -22,49 +22,45 @@ provider's context vectors with their Adam moments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.secagg_party import (
-    REPLY,
-    REQUEST,
-    Guard,
-    PartyActions,
-    Work,
-    from_record,
-    guarded_handler,
-    keep_party,
-    load_party,
-    party_actions,
-    register_train_actions,
-    to_record,
-)
+from clients.faults import fault_mod
+from clients.secagg_party import keep_party, load_party, party_actions
+from clients.site import Work, register_actions
+from fedmed.config import PlatformConfig
 from fedmed.privacy.errors import ValueOutOfRange
 from fedmed.privacy.messages import MaskRequest
-from fedmed.records import (
-    ARRAYS,
-    CONFIG,
-    METRICS,
-    SERVER_ROUND,
-    metric_record,
-    record_to_state,
-    state_to_record,
-)
 from fedmed.tasks import get_task
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
 from fedmed.tasks.vfl_clip.protocol import ProviderJob, provider_vector, secagg_codec
 from fedmed.tasks.vfl_clip.roles import KnowledgeProvider, resolve_role
 from fedmed.tasks.vfl_clip.task import VflClipTask
+from fedmed.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    SERVER_ROUND,
+    arrays_to_record,
+    metric_record,
+    record_to_arrays,
+    record_to_state,
+    state_to_record,
+)
+from fedmed.wire.secagg import REPLY, REQUEST, from_record, to_record
+from fedmed.wire.vfl import (
+    APPLY_ACTION,
+    BATCH_SEED,
+    PHASE,
+    ROLE,
+    ROLE_ACTION,
+    SITE,
+    TEXT,
+    TEXT_ACTION,
+    VFL_PARTY,
+)
 
-Faults = Callable[[Message, Context], set[str]]
-
-ROLE_ACTION = "vfl_role"
-VFL_PARTY = PartyActions("vfl", "vfl-secagg-party")
 KNOWLEDGE_STATE = "vfl-knowledge"
-TEXT = "text"
 
 
 def _task(context: Context) -> VflClipTask:
@@ -77,8 +73,7 @@ def _task(context: Context) -> VflClipTask:
 def _knowledge(context: Context, task: VflClipTask) -> KnowledgeProvider:
     knowledge = task.knowledge_provider()
     if KNOWLEDGE_STATE in context.state:
-        record = context.state[KNOWLEDGE_STATE]
-        knowledge.load_state_arrays({k: record[k].numpy() for k in record})
+        knowledge.load_state_arrays(record_to_arrays(context.state[KNOWLEDGE_STATE]))
     return knowledge
 
 
@@ -86,9 +81,7 @@ def _publish(
     context: Context, task: VflClipTask, knowledge: KnowledgeProvider, round_id: int
 ) -> RecordDict:
     """Keep the provider's state on the node; reply with ``T`` and the context."""
-    context.state[KNOWLEDGE_STATE] = ArrayRecord(
-        {k: Array(v) for k, v in knowledge.state_arrays().items()}
-    )
+    context.state[KNOWLEDGE_STATE] = arrays_to_record(knowledge.state_arrays())
     return RecordDict(
         {
             TEXT: to_record(knowledge.text_features(round_id)),
@@ -97,11 +90,11 @@ def _publish(
     )
 
 
-def role_reply(msg: Message, context: Context) -> RecordDict:
+def role_reply(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
     """``query.vfl_role``: this node's role and, for image providers, its site."""
     role = resolve_role(context.node_config, _task(context).cfg)
     site = -1 if role.site is None else role.site
-    return RecordDict({CONFIG: ConfigRecord({"role": role.role, "site": site})})
+    return RecordDict({CONFIG: ConfigRecord({ROLE: role.role, SITE: site})})
 
 
 def provider_site(context: Context) -> int:
@@ -112,15 +105,14 @@ def provider_site(context: Context) -> int:
     return role.site
 
 
-def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
+def mask_vector(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
     """``train.vfl_mask``: ``[G_i, loss_i, N_i]`` or statistics, masked."""
-    faults(msg, context)
     task, party = _task(context), load_party(context, VFL_PARTY)
     config = msg.content[CONFIG]
     job = ProviderJob(
-        "train" if config["phase"] == "train" else "evaluate",
+        "train" if config[PHASE] == "train" else "evaluate",
         from_record(TextFeatures, msg.content[TEXT]),
-        int(config["batch-seed"]),
+        int(config[BATCH_SEED]),
     )
     vector = provider_vector(task.image_provider(context.node_config), task.cfg, job)
     request = from_record(MaskRequest, msg.content[REQUEST])
@@ -140,7 +132,9 @@ def mask_vector(msg: Message, context: Context, faults: Faults) -> RecordDict:
     return RecordDict({REPLY: to_record(masked)})
 
 
-def publish_text(msg: Message, context: Context) -> RecordDict:
+def publish_text(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
     """``train.vfl_text``: ``T`` of the current (or a resumed) context."""
     task = _task(context)
     knowledge = _knowledge(context, task)
@@ -149,7 +143,9 @@ def publish_text(msg: Message, context: Context) -> RecordDict:
     return _publish(context, task, knowledge, int(msg.content[CONFIG][SERVER_ROUND]))
 
 
-def apply_gradient(msg: Message, context: Context) -> RecordDict:
+def apply_gradient(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
     """``train.vfl_apply``: Adam step on the secure sum; reply with the new ``T``."""
     task = _task(context)
     knowledge = _knowledge(context, task)
@@ -162,18 +158,17 @@ def apply_gradient(msg: Message, context: Context) -> RecordDict:
 
 TRAIN_ACTIONS: dict[str, Work] = {
     **party_actions(VFL_PARTY, provider_site),  # vfl_keys, _shares, _ready, _unmask
-    "vfl_text": publish_text,
-    "vfl_apply": apply_gradient,
+    TEXT_ACTION: publish_text,
+    APPLY_ACTION: apply_gradient,
 }
 
 
-def register(app: ClientApp, guarded: Guard, faults: Faults) -> None:
-    """Add the VFL-CLIP actions to ``app``; ``guarded`` turns errors into replies.
+def register(app: ClientApp) -> None:
+    """Add the VFL-CLIP actions to ``app``.
 
-    ``faults`` runs the scripted faults (``faults=raise@2:0``) before masking,
-    so tests can make an image provider fail before it sends its input.
+    The scripted faults (``faults=raise@2:0``) run before masking, so tests can
+    make an image provider fail before it sends its input.
     """
-
-    app.query(ROLE_ACTION)(guarded_handler(guarded, role_reply))
-    mask = partial(mask_vector, faults=faults)
-    register_train_actions(app, guarded, {**TRAIN_ACTIONS, "vfl_mask": mask})
+    register_actions(app, {ROLE_ACTION: role_reply}, category="query")
+    register_actions(app, TRAIN_ACTIONS)
+    register_actions(app, {VFL_PARTY.action("mask"): mask_vector}, mods=[fault_mod])

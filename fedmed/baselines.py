@@ -74,17 +74,7 @@ def run_baselines(
             ("local", mean, local_wall),
             ("pooled", pooled[k], pooled_wall),
         ):
-            run.append_metrics(
-                {
-                    "round": k + 1,
-                    "phase": phase,
-                    "sites": {},
-                    "aggregated": metrics,
-                    "bytes_up": 0,
-                    "bytes_down": 0,
-                    "wall_s": wall / rounds,
-                }
-            )
+            run.record_round(k + 1, phase, metrics, wall_s=wall / rounds)
     final_local = {
         n: float(np.mean([site[-1][n] for site in local])) for n in local[0][-1]
     }

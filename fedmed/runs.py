@@ -9,15 +9,22 @@ Layout (DESIGN.md)::
     runs/<name>/plots/*.png
 
 Each ``metrics.jsonl`` line has ``round``, ``phase`` (``train``,
-``evaluate``, ``heldout``, or a baseline name), ``sites`` (per-site
-metrics and bytes), ``aggregated``, ``bytes_up``, ``bytes_down``, ``wall_s``.
+``evaluate``, ``heldout``, ``setup``, or a baseline name), ``sites``
+(per-site metrics and bytes), ``aggregated``, ``bytes_up``, ``bytes_down``,
+``wall_s``; rows of federated phases add ``rejected`` (site and reason) and
+whatever the phase reports (``status``, ``accepted``, ``dropped``...).
+:meth:`RunDirectory.record_round` builds every row, from a
+:class:`RoundTally` the strategy filled while the round's messages came and
+went.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,69 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+@dataclass
+class RoundTally:
+    """Bytes per site, accepted sites' metrics and rejections of one round phase.
+
+    ``list_every_site``: the row lists every site that exchanged bytes (secure
+    aggregation, where the server holds no per-site metrics); otherwise it
+    lists the sites whose reply was accepted, with their metrics.
+    """
+
+    list_every_site: bool = False
+    up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def sent(self, site: str, num_bytes: int) -> None:
+        """Count a message's payload to ``site``."""
+        self.down[site] += num_bytes
+
+    def received(self, site: str, num_bytes: int) -> None:
+        """Count a reply's payload from ``site``."""
+        self.up[site] += num_bytes
+
+    def accept(self, site: str, metrics: Mapping[str, Any]) -> None:
+        """List ``site`` in the row with the metrics it reported."""
+        self.metrics[site] = dict(metrics)
+
+    def reject(self, site: str, reason: str) -> None:
+        """List ``site`` among the rejected replies, with why."""
+        self.rejected.append({"site": site, "reason": reason})
+
+    def relabel(self, labels: Mapping[str, str]) -> None:
+        """Rename sites counted before their names were known (node ids)."""
+        for counts in (self.up, self.down):
+            for old, new in labels.items():
+                if old in counts and old != new:
+                    counts[new] += counts.pop(old)
+
+    def take(self) -> dict[str, Any]:
+        """The row's ``sites``, ``rejected`` and byte totals; start afresh."""
+        if self.list_every_site:
+            listed = sorted(set(self.up) | set(self.down))
+        else:
+            listed = list(self.metrics)
+        sites = {
+            s: {
+                **self.metrics.get(s, {}),
+                "bytes_up": self.up[s],
+                "bytes_down": self.down[s],
+            }
+            for s in listed
+        }
+        row = {
+            "sites": sites,
+            "rejected": self.rejected,
+            "bytes_up": sum(self.up.values()),
+            "bytes_down": sum(self.down.values()),
+        }
+        self.up, self.down = defaultdict(int), defaultdict(int)
+        self.metrics, self.rejected = {}, []
+        return row
 
 
 class RunDirectory:
@@ -69,6 +139,35 @@ class RunDirectory:
         """Append one round/phase record (flushed at once, so a kill loses nothing)."""
         with self.metrics_file.open("a") as fh:
             fh.write(json.dumps(_clean(dict(record))) + "\n")
+
+    def record_round(
+        self,
+        server_round: int,
+        phase: str,
+        aggregated: Mapping[str, Any],
+        tally: RoundTally | None = None,
+        *,
+        wall_s: float = 0.0,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Build and append one ``metrics.jsonl`` row; the row as written.
+
+        Without a ``tally`` (held-out scoring, baselines) nothing travelled:
+        no sites, no bytes. ``extra`` adds the phase's own fields (``status``,
+        ``accepted``, ``dropped``, ``parties``...).
+        """
+        row: dict[str, Any] = {"round": server_round, "phase": phase}
+        if tally is None:
+            row.update(sites={}, aggregated=dict(aggregated), bytes_up=0, bytes_down=0)
+        else:
+            taken = tally.take()
+            row.update(sites=taken["sites"], rejected=taken["rejected"])
+            row.update(aggregated=dict(aggregated), bytes_up=taken["bytes_up"])
+            row.update(bytes_down=taken["bytes_down"])
+        row.update(extra)
+        row["wall_s"] = wall_s
+        self.append_metrics(row)
+        return row
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_file.exists():

@@ -9,16 +9,15 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from fedmed.comm.codecs import bytes_per_element
-from fedmed.platform_config import PlatformConfig, parse_platform
+from fedmed.config import PlatformConfig, parse_platform
 from fedmed.privacy.weighted_sum import check_secure_aggregation
-from fedmed.records import record_to_state, state_to_record
 from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
+from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 from strategies.secure_fedavg import SecureAdapterFedAvg
-from strategies.vfl_clip import run_vertical
 
 app = ServerApp()
 
@@ -35,17 +34,7 @@ def heldout_evaluator(task: Task, run: RunDirectory, round_offset: int):
         model = task.build_model()
         task.load_exchanged(model, record_to_state(arrays))
         metrics = task.evaluate_heldout(model, dataset)
-        run.append_metrics(
-            {
-                "round": server_round + round_offset,
-                "phase": "heldout",
-                "sites": {},
-                "aggregated": metrics,
-                "bytes_up": 0,
-                "bytes_down": 0,
-                "wall_s": 0.0,
-            }
-        )
+        run.record_round(server_round + round_offset, "heldout", metrics)
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     return evaluate
@@ -127,6 +116,8 @@ def main(grid: Grid, context: Context) -> None:
     state, offset = initial_state(task, run, platform)
     remaining = platform.num_server_rounds - offset
     if remaining > 0 and task.federation == "vertical":
+        from strategies.vfl_clip import run_vertical  # its stack loads only for VFL
+
         run_vertical(
             grid,
             task,

@@ -95,53 +95,6 @@ def simulate(
         raise RuntimeError("the simulation failed; see the log above")
 
 
-def resolve_run_config(
-    task_name: str,
-    *,
-    rounds: int,
-    out: Path,
-    data_dir: Path | None,
-    files: list[Path],
-    overrides: Mapping[str, Scalar],
-    resume: bool,
-) -> dict[str, Scalar]:
-    """Layer the run config: defaults < run-config files < ``--set`` < CLI flags."""
-    import tomllib
-
-    from fedmed.config import ConfigError
-
-    config: dict[str, Scalar] = {
-        "task.name": task_name,
-        "data-dir": f"data/{task_name}",
-    }
-    for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"run-config file {path} not found")
-        with path.open("rb") as fh:
-            config.update(_flatten(tomllib.load(fh)))
-    config.update(overrides)
-    if config.get("task.name") != task_name:
-        raise ConfigError(
-            f"--task {task_name!r} but the run config says "
-            f"task.name={config['task.name']!r}"
-        )
-    config.update({"num-server-rounds": rounds, "run-dir": str(out), "resume": resume})
-    if data_dir is not None:
-        config["data-dir"] = str(data_dir)
-    return config
-
-
-def _flatten(table: Mapping, prefix: str = "") -> dict[str, Scalar]:
-    flat: dict[str, Scalar] = {}
-    for key, value in table.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def run_experiment(
     run_config: Mapping[str, Scalar],
     num_sites: int,
@@ -153,7 +106,7 @@ def run_experiment(
 ) -> Path:
     """Synthesise data if missing, simulate, add local/pooled baselines, report."""
     from fedmed.baselines import run_baselines
-    from fedmed.platform_config import parse_platform
+    from fedmed.config import parse_platform
     from fedmed.report import plot_run
     from fedmed.runs import RunDirectory
     from fedmed.tasks import get_task, list_tasks

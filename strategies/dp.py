@@ -1,28 +1,31 @@
-"""Central differential privacy for adapter updates: Flower's fixed-clipping wrapper.
+"""Central differential privacy for adapter updates: a wrapper around AdapterFedAvg.
 
-Wraps :class:`AdapterFedAvg` in Flower's
-``DifferentialPrivacyServerSideFixedClipping`` (DP-FedAvg, McMahan et al.
-2018): every accepted site update ``w_i - w`` is clipped to L2 norm
-``clip_norm`` on the server, the updates are averaged, and Gaussian noise of
-standard deviation ``noise_multiplier * clip_norm / m`` is added to the
-aggregate. What this wrapper adds to Flower's:
+A Flower ``DifferentialPrivacyServerSideFixedClipping`` wrapper (DP-FedAvg,
+McMahan et al. 2018) whose release is fedmed's mechanism
+(:func:`fedmed.privacy.dp.private_mean`): every valid site update
+``w_i - w`` is clipped to L2 norm ``clip_norm`` on the server, the ``m``
+clipped updates are averaged uniformly (one site moves the mean by at most
+``clip_norm / m``, the sensitivity the noise is calibrated to), and Gaussian
+noise of standard deviation ``noise_multiplier * clip_norm / m`` is added.
 
-* malformed replies (keys, shapes, non-finite values) are screened out with
-  the task's own ``validate_update`` before clipping, which would otherwise
-  fail on a wrong shape; ``m`` is the number of updates actually averaged;
-* sites are weighted uniformly (one site changes the mean by at most
-  ``clip_norm / m``, the sensitivity the noise is calibrated to);
-* the round's checkpoint is rewritten with the noised aggregate, so a resumed
-  run continues from what the sites received;
-* epsilon is accounted per release with fedmed's RDP accountant (Flower's
-  needs the optional ``dp-accounting`` package and plain FedAvg) and recorded
-  as ``dp-epsilon`` in the round's train record (``metrics.jsonl``), the
-  returned train metrics and the checkpoint's state file.
+It composes with the wrapped :class:`AdapterFedAvg` through return values:
+the inner strategy screens the replies (the task's ``validate_update``, so
+a wrong shape never reaches the clipping), this wrapper combines them, and
+the inner strategy releases the noised aggregate through its checkpoint and
+metrics row. Nothing of the inner strategy or of the replies is modified.
+The row's aggregated train metrics are uniform means (``num-examples``
+counts the updates averaged); each site's own row keeps what it reported.
+
+Epsilon is accounted per release with fedmed's RDP accountant
+(:mod:`fedmed.privacy.accountant`; Flower's needs the optional
+``dp-accounting`` package and plain FedAvg) and recorded as ``dp-epsilon``
+in the round's train record, the returned train metrics and the
+checkpoint's state file.
 
 Client contract: as :class:`AdapterFedAvg`; nothing extra (clipping is
-server side). The wrapper refuses int8 (clipping codes is meaningless);
-run configs further require fp32 and ``fraction-train = 1``
-(``fedmed.platform_config``).
+server side). The wrapper needs comm-dtype fp32, as run configs do
+(``fedmed.config.platform``: clipping quantised codes is meaningless and
+fp16 rounds small noise away), and ``fraction-train = 1``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.supercore import log
 
-from fedmed.bench.accountant import RdpAccountant, epsilon_after
-from fedmed.comm.selection import UpdateRejected
 from fedmed.config import ConfigError
+from fedmed.privacy.accountant import RdpAccountant
+from fedmed.privacy.dp import CentralDP, private_mean
 from fedmed.privacy.weighted_sum import require_mean_aggregation
-from fedmed.records import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state
 from fedmed.tasks import Task
 from strategies.adapter_fedavg import AdapterFedAvg
+from strategies.replies import metric_means
 
 EPSILON_KEY = "dp-epsilon"
 
@@ -61,8 +64,8 @@ def check_differential_privacy(task: Task) -> None:
     require_mean_aggregation(
         task,
         "differential-privacy=true",
-        "the update w_i - w it would clip is not defined",
-        "the noise is calibrated to the sensitivity of a mean",
+        "clipping needs each update w_i - w in the model's shapes and the noise "
+        "is calibrated to the sensitivity of a mean",
     )
 
 
@@ -79,17 +82,19 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         sampling_rate: float = 1.0,
         rounds_done: int = 0,
     ) -> None:
-        if strategy.codec == "int8":
+        if strategy.codec != "fp32":
             raise ValueError(
-                "differential privacy needs comm-dtype fp32 or fp16, found int8: "
-                "clipping quantised codes is meaningless; set comm-dtype=fp32"
+                f"differential privacy needs comm-dtype fp32, found "
+                f"{strategy.codec}: clipping quantised codes is meaningless and "
+                "fp16 rounds small noise away; set comm-dtype=fp32"
             )
         if not 0.0 < delta < 1.0:
             raise ValueError(f"dp-delta must be in (0, 1), found {delta}")
         super().__init__(strategy, noise_multiplier, clip_norm, strategy.min_sites)
-        # only the noised aggregate may reach disk (a resume sends it to sites)
-        strategy.save_checkpoints = False
+        self.inner = strategy
         self.delta = delta
+        self.mechanism = CentralDP(noise_multiplier, clip_norm)  # fresh entropy
+        self.noise = self.mechanism.generator()
         self.rdp = (
             RdpAccountant(noise_multiplier, sampling_rate) if noise_multiplier else None
         )
@@ -106,73 +111,39 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         """Epsilon spent so far at ``delta`` (``inf`` without noise)."""
         return self.rdp.epsilon(self.delta) if self.rdp is not None else float("inf")
 
-    def _epsilon_after(self, releases: int) -> float:
-        """Epsilon once ``releases`` more rounds are released."""
-        return epsilon_after(
-            self.rdp.noise_multiplier,
-            self.rdp.rounds + releases,
-            self.delta,
-            self.rdp.sampling_rate,
-        )
-
-    def _screen(self, server_round: int, replies: list[Message]) -> list[Message]:
-        """Replies that can be clipped: no error, valid update; uniform weights."""
-        inner: AdapterFedAvg = self.strategy
-        reference = record_to_state(self.current_arrays)
-        kept = []
-        for msg in replies:
-            if not msg.has_error():
-                try:
-                    inner.task.validate_update(
-                        record_to_state(msg.content[ARRAYS]), reference
-                    )
-                    msg.content[METRICS][NUM_EXAMPLES] = 1.0
-                except (UpdateRejected, ValueError, KeyError) as err:
-                    log(
-                        WARNING,
-                        "round %d: DP screen drops an update: %s",
-                        server_round,
-                        err,
-                    )
-                    continue
-            kept.append(msg)
-        return kept
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip, average uniformly, add noise; checkpoint the noised aggregate."""
-        replies = self._screen(server_round, list(replies))
-        valid = [m for m in replies if not m.has_error()]
-        if not valid:
-            return self.strategy.aggregate_train(server_round, replies)
-        self.num_sampled_clients = len(valid)
-        inner: AdapterFedAvg = self.strategy
-        if self.rdp is not None:  # what epsilon will be once this round is released
-            inner.extra_train_metrics = {EPSILON_KEY: self._epsilon_after(1)}
-        try:
-            arrays, metrics = super().aggregate_train(server_round, valid)
-        finally:
-            inner.extra_train_metrics = {}
-        if arrays is None:
-            return arrays, metrics
+        """Clip, average uniformly, add noise; account and release the aggregate."""
+        inner = self.inner
+        round_k = inner.round_of(server_round)
+        updates = inner.screen_train(round_k, replies)
+        if len(updates) < inner.min_sites:
+            return inner.skip_train(round_k, updates)
+        aggregate = private_mean(
+            [u.value.state for u in updates],
+            inner.reference,
+            self.mechanism,
+            self.noise,
+        )
+        metrics = metric_means([u.value.metrics for u in updates], [1] * len(updates))
         if self.rdp is not None:
             self.rdp.step()
-        round_k = server_round + inner.round_offset
+            metrics[EPSILON_KEY] = self.epsilon()
         epsilon = self.epsilon()
-        inner.run.save_checkpoint(
-            round_k,
-            record_to_state(arrays),
-            {"codec": inner.codec, "dp_epsilon": epsilon, "dp_delta": self.delta},
-        )
         log(
             INFO,
-            "round %d: DP release, epsilon %.4g at delta %g",
+            "round %d: DP release of %d clipped updates, epsilon %.4g at delta %g",
             round_k,
+            len(updates),
             epsilon,
             self.delta,
         )
-        metrics = MetricRecord(
-            {**(dict(metrics) if metrics else {}), EPSILON_KEY: epsilon}
+        checkpoint = {
+            "codec": inner.codec,
+            "dp_epsilon": epsilon,
+            "dp_delta": self.delta,
+        }
+        return inner.release_train(
+            round_k, len(updates), aggregate, metrics, checkpoint
         )
-        return arrays, metrics

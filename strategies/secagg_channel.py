@@ -5,24 +5,21 @@ round need the same round trips whatever the parties sum, so VFL-CLIP's
 image providers (``strategies.vfl_clip``) and a horizontal run's sites
 (``strategies.secure_fedavg``) share :class:`FlowerParties`; each adds its
 own ``mask`` step. :class:`Transport` sends named actions to nodes and counts
-every payload's bytes per site into a :class:`Tally` (one metrics row).
-A node that errs or times out is logged and left out of the replies, which
-the protocol counts as a dropout.
+every payload's bytes per site into a :class:`fedmed.runs.RoundTally` (one
+metrics row). A node that errs or times out is logged and left out of the
+replies (:func:`strategies.replies.screen_replies`), which the protocol
+counts as a dropout.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from logging import ERROR
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore import log
 
-from clients.secagg_party import REPLY, REQUEST, PartyActions, from_record, to_record
 from fedmed.privacy import SecAggError
 from fedmed.privacy.messages import (
     KeyAdvertisement,
@@ -35,48 +32,14 @@ from fedmed.privacy.messages import (
     UnmaskResponse,
     WireMessage,
 )
-from fedmed.records import CONFIG, payload_bytes
+from fedmed.runs import RoundTally
+from fedmed.wire import payload_bytes
+from fedmed.wire.secagg import REPLY, PartyActions, from_record, request_content
+from strategies.replies import record_silent, screen_replies
 
 
 class SetupIncomplete(SecAggError):
     """Parties failed during the key setup; the run cannot rely on their shares."""
-
-
-@dataclass
-class Tally:
-    """Payload bytes per site since the last :meth:`take` (one metrics row)."""
-
-    up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    failures: list[dict] = field(default_factory=list)
-
-    def take(self) -> dict:
-        sites = {
-            s: {"bytes_up": self.up[s], "bytes_down": self.down[s]}
-            for s in sorted(set(self.up) | set(self.down))
-        }
-        row = {
-            "sites": sites,
-            "bytes_up": sum(self.up.values()),
-            "bytes_down": sum(self.down.values()),
-            "rejected": self.failures,
-        }
-        self.up, self.down, self.failures = defaultdict(int), defaultdict(int), []
-        return row
-
-    def relabel(self, labels: Mapping[str, str]) -> None:
-        """Rename sites counted before their names were known (node ids)."""
-        for counts in (self.up, self.down):
-            for old, new in labels.items():
-                if old in counts:
-                    counts[new] += counts.pop(old)
-
-    def fail(self, site: str, reason: str) -> None:
-        """Log a site's failure and list it in the row (last line, 300 chars)."""
-        log(ERROR, "site %s failed:\n%s", site, reason)
-        self.failures.append(
-            {"site": site, "reason": reason.strip().splitlines()[-1][:300]}
-        )
 
 
 @dataclass
@@ -85,7 +48,7 @@ class Transport:
 
     grid: Grid
     timeout: float
-    tally: Tally
+    tally: RoundTally
 
     def exchange(
         self, action: str, contents: Mapping[str, RecordDict], nodes: Mapping[str, int]
@@ -93,37 +56,27 @@ class Transport:
         """Send ``contents[site]`` to ``nodes[site]`` as ``train.<action>``."""
         messages = []
         for site, content in contents.items():
-            self.tally.down[site] += payload_bytes(content)
+            self.tally.sent(site, payload_bytes(content))
             kind = action if "." in action else f"train.{action}"
             messages.append(
                 Message(content=content, dst_node_id=nodes[site], message_type=kind)
             )
         sites = {node: site for site, node in nodes.items()}
-        replies = {}
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
-            site = sites[reply.metadata.src_node_id]
-            if reply.has_error():
-                log(ERROR, "%s: site %s failed:\n%s", action, site, reply.error.reason)
-                reason = reply.error.reason.strip().splitlines()[-1][:300]
-                self.tally.failures.append({"site": site, "reason": reason})
-                continue
-            self.tally.up[site] += payload_bytes(reply.content)
-            replies[site] = reply.content
-        failed = {f["site"] for f in self.tally.failures}
-        for site in sorted(set(contents) - set(replies) - failed):
-            log(
-                ERROR, "%s: site %s sent no reply in %.0f s", action, site, self.timeout
-            )
-            self.tally.failures.append({"site": site, "reason": "no reply (timeout)"})
-        return replies
-
-
-def wire_content(message: WireMessage, **config: int | str) -> RecordDict:
-    """A protocol message (and optional config values) as message content."""
-    content = RecordDict({REQUEST: to_record(message)})
-    if config:
-        content[CONFIG] = ConfigRecord(dict(config))
-    return content
+        answered = screen_replies(
+            self.grid.send_and_receive(messages, timeout=self.timeout),
+            lambda content: content,
+            self.tally,
+            where=action,
+            site_of=lambda reply: sites[reply.metadata.src_node_id],
+        )
+        record_silent(
+            self.tally,
+            sorted(contents),
+            (a.site for a in answered),
+            where=action,
+            timeout_s=self.timeout,
+        )
+        return {a.site: a.content for a in answered}
 
 
 @dataclass
@@ -162,11 +115,11 @@ class FlowerParties:
     def share(
         self, directory: KeyDirectory, parties: Sequence[int]
     ) -> dict[int, SetupShares]:
-        contents = {p: wire_content(directory) for p in parties}
+        contents = {p: request_content(directory) for p in parties}
         return self._exchange("shares", contents, SetupShares)
 
     def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
-        contents = {p: wire_content(d) for p, d in deliveries.items()}
+        contents = {p: request_content(d) for p, d in deliveries.items()}
         ready = self._exchange("ready", contents, None)
         missing = sorted(set(deliveries) - set(ready))
         if missing:
@@ -181,5 +134,5 @@ class FlowerParties:
     def unmask(
         self, requests: Mapping[int, UnmaskRequest]
     ) -> dict[int, UnmaskResponse]:
-        contents = {p: wire_content(r) for p, r in requests.items()}
+        contents = {p: request_content(r) for p, r in requests.items()}
         return self._exchange("unmask", contents, UnmaskResponse)

@@ -17,7 +17,7 @@ to the 64-bit fixed-point step). What the server learns per round:
 
 It never holds a site's update, example count or training metrics.
 
-A round, as messages to the site actions of :mod:`clients.secagg_site`:
+A round, as messages to the site actions of ``clients.secagg_site``:
 
 0. key setup with every connected site (``run_setup``): once per run, and
    again before a round that follows a dropout (the dropped site's mask key
@@ -45,26 +45,21 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from logging import ERROR, INFO, WARNING
+from logging import ERROR, INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from clients.secagg_party import REPLY, from_record
-from clients.secagg_site import (
-    ACCEPTED,
-    METRIC_NAMES,
-    REASON,
-    SITE_PARTY,
-    UPDATE_SIZE,
-)
+from fedmed.comm.selection import UpdateRejected
 from fedmed.config import csv_list
 from fedmed.privacy import SecAggError, SecAggServer, SecureSum
 from fedmed.privacy.messages import KeyAdvertisement, MaskedInput, MaskRequest
 from fedmed.privacy.protocol import run_setup
 from fedmed.privacy.weighted_sum import mean_from_sum
-from fedmed.records import (
+from fedmed.runs import RoundTally, RunDirectory
+from fedmed.tasks.base import Task
+from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -74,16 +69,19 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.runs import RunDirectory
-from fedmed.tasks.base import Task
-from strategies.adapter_fedavg import AdapterFedAvg
-from strategies.secagg_channel import (
-    FlowerParties,
-    SetupIncomplete,
-    Tally,
-    Transport,
-    wire_content,
+from fedmed.wire.secagg import (
+    ACCEPTED,
+    METRIC_NAMES,
+    REASON,
+    REPLY,
+    SITE_PARTY,
+    UPDATE_SIZE,
+    from_record,
+    request_content,
 )
+from strategies.adapter_fedavg import AdapterFedAvg
+from strategies.replies import record_silent, screen_replies
+from strategies.secagg_channel import FlowerParties, SetupIncomplete, Transport
 
 
 @dataclass(frozen=True)
@@ -133,14 +131,14 @@ class SiteParties(FlowerParties):
         }
         if job.metric_names:  # Flower cannot count the bytes of ""
             config[METRIC_NAMES] = ",".join(job.metric_names)
-        contents = {p: wire_content(request, **config) for p in request.active}
+        contents = {p: request_content(request, **config) for p in request.active}
         return self._exchange("mask", contents, MaskedInput)
 
 
 class SecureAdapterFedAvg(AdapterFedAvg):
     """Weighted FedAvg whose server sees only the secure sum of site updates.
 
-    Client contract: the actions of :mod:`clients.secagg_site` (key setup,
+    Client contract: the actions of ``clients.secagg_site`` (key setup,
     ``secagg_fit``, ``secagg_mask``, ``secagg_unmask``) and, for evaluation,
     :class:`AdapterFedAvg`'s.
     """
@@ -170,7 +168,8 @@ class SecureAdapterFedAvg(AdapterFedAvg):
             round_offset=round_offset,
         )
         self.value_range, self.timeout = value_range, timeout
-        self._tally = Tally()
+        #: Setup and train rows list every site's bytes (no per-site metrics).
+        self.secure_tally = RoundTally(list_every_site=True)
         self._secagg: SecAggServer | None = None
         self._channel: SiteParties | None = None
         self._participants: tuple[int, ...] = ()
@@ -191,7 +190,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
             return server, channel
         started = time.perf_counter()
         nodes = self._wait_for_sites(grid)
-        channel = SiteParties(Transport(grid, self.timeout, self._tally), {})
+        channel = SiteParties(Transport(grid, self.timeout, self.secure_tally), {})
         ads = channel.discover(nodes)
         if len(ads) < self.min_sites:
             raise SetupIncomplete(
@@ -203,7 +202,9 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         self._participants = run_setup(server, channel, sorted(ads))
         self._secagg, self._channel = server, channel
         log(INFO, "secure aggregation: key setup with sites %s", self._participants)
-        self._record(round_k - 1, "setup", started, parties=len(self._participants))
+        self._record_secure(
+            round_k - 1, "setup", started, parties=len(self._participants)
+        )
         return server, channel
 
     def _wait_for_sites(self, grid: Grid) -> list[int]:
@@ -225,7 +226,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        round_k = server_round + self.round_offset
+        round_k = self.round_of(server_round)
         server, channel = self._ensure_setup(grid, round_k)
         active = list(server.active)
         size = max(int(len(active) * self.fraction_train), self.min_sites)
@@ -234,9 +235,9 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
         kind = f"train.{SITE_PARTY.action('fit')}"
         for party in self._sampled:
-            self._tally.down[str(party)] += payload_bytes(content)
-        self._reference = record_to_state(arrays)
-        self._started = time.perf_counter()
+            self.secure_tally.sent(str(party), payload_bytes(content))
+        self.reference = record_to_state(arrays)
+        self.started = time.perf_counter()
         return [
             Message(content=content, dst_node_id=channel.nodes[p], message_type=kind)
             for p in self._sampled
@@ -245,14 +246,16 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        round_k = server_round + self.round_offset
-        accepted, names = self._read_fits(replies)
-        size = sum(t.numel() for t in self._reference.values())
+        round_k = self.round_of(server_round)
+        accepted, names = self._read_fits(round_k, replies)
+        size = sum(t.numel() for t in self.reference.values())
         try:
             total = self._secure_sum(MaskJob(round_k, names, size), accepted)
         except SecAggError as err:
             log(ERROR, "round %d: secure aggregation failed: %s", round_k, err)
-            self._record(round_k, "train", self._started, status="failed", accepted=0)
+            self._record_secure(
+                round_k, "train", self.started, status="failed", accepted=0
+            )
             return None, None
         if total is None:
             log(
@@ -262,17 +265,19 @@ class SecureAdapterFedAvg(AdapterFedAvg):
                 round_k,
                 self.min_sites,
             )
-            self._record(round_k, "train", self._started, status="skipped", accepted=0)
+            self._record_secure(
+                round_k, "train", self.started, status="skipped", accepted=0
+            )
             return None, None
-        mean = mean_from_sum(total.values, self._reference, names)
+        mean = mean_from_sum(total.values, self.reference, names)
         self.run.save_checkpoint(
             round_k, mean.state, {"codec": self.codec, "secure_aggregation": True}
         )
         metrics = {**mean.metrics, NUM_EXAMPLES: float(round(mean.num_examples))}
-        self._record(
+        self._record_secure(
             round_k,
             "train",
-            self._started,
+            self.started,
             metrics,
             status="ok",
             accepted=len(set(accepted) & set(total.contributors)),
@@ -280,35 +285,27 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         )
         return state_to_record(mean.state, self.codec), MetricRecord(metrics)
 
-    def _read_fits(self, replies: Iterable[Message]) -> tuple[list[int], tuple]:
+    def _read_fits(
+        self, round_k: int, replies: Iterable[Message]
+    ) -> tuple[list[int], tuple[str, ...]]:
         """Sites that accepted their update, and the union of their metric names."""
-        party_of = {n: p for p, n in self._channel.nodes.items()}  # type: ignore[union-attr]
-        accepted, names, answered = [], set(), set()
-        for msg in replies:
-            party = party_of[msg.metadata.src_node_id]
-            answered.add(party)
-            if msg.has_error():
-                self._tally.fail(str(party), msg.error.reason)
-                continue
-            self._tally.up[str(party)] += payload_bytes(msg.content)
-            try:
-                ok = bool(int(msg.content[METRICS][ACCEPTED]))
-                text = msg.content[CONFIG]
-            except KeyError as err:
-                self._tally.fail(str(party), f"malformed secagg_fit reply: {err}")
-                continue
-            if ok:
-                accepted.append(party)
-                names |= set(csv_list(str(text.get(METRIC_NAMES, ""))))
-            else:
-                reason = str(text.get(REASON, f"site {party} rejected its update"))
-                log(WARNING, "%s", reason)
-                self._tally.failures.append(
-                    {"site": str(party), "reason": reason[:300]}
-                )
-        for party in sorted(set(self._sampled) - answered):
-            self._tally.fail(str(party), "no reply (timeout)")
-        return sorted(accepted), tuple(sorted(names))
+        party_of = {n: str(p) for p, n in self._channel.nodes.items()}  # type: ignore[union-attr]
+        fits = screen_replies(
+            replies,
+            read_fit,
+            self.secure_tally,
+            where=f"round {round_k}",
+            site_of=lambda msg: party_of[msg.metadata.src_node_id],
+        )
+        record_silent(
+            self.secure_tally,
+            [str(p) for p in self._sampled],
+            (fit.site for fit in fits),
+            where=f"round {round_k}",
+            timeout_s=self.timeout,
+        )
+        names = sorted({name for fit in fits for name in fit.value})
+        return sorted(int(fit.site) for fit in fits), tuple(names)
 
     def _secure_sum(self, job: MaskJob, accepted: list[int]) -> SecureSum | None:
         """Mask, add, unmask; ``None`` if too few accepted updates would be summed."""
@@ -321,7 +318,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
             return None  # unmasking would reveal a sum over too few updates
         return server.unmask(list(channel.unmask(requests).values()))
 
-    def _record(
+    def _record_secure(
         self,
         round_k: int,
         phase: str,
@@ -329,7 +326,23 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         aggregated: dict | None = None,
         **extra: object,
     ) -> None:
-        row = {"round": round_k, "phase": phase, "aggregated": aggregated or {}}
-        row.update(self._tally.take())
-        row.update(extra, wall_s=time.perf_counter() - started)
-        self.run.append_metrics(row)
+        wall_s = time.perf_counter() - started
+        self.run.record_round(
+            round_k, phase, aggregated or {}, self.secure_tally, wall_s=wall_s, **extra
+        )
+
+
+def read_fit(content: RecordDict) -> tuple[str, ...]:
+    """A ``secagg_fit`` reply: the metric names of an update the site accepted.
+
+    A site that rejected its own update (it checks what the server cannot
+    see once masked) is refused here with the site's reason.
+    """
+    try:
+        accepted = bool(int(content[METRICS][ACCEPTED]))
+        text = content[CONFIG]
+    except KeyError as err:
+        raise UpdateRejected(f"malformed secagg_fit reply: {err}") from None
+    if not accepted:
+        raise UpdateRejected(str(text.get(REASON, "the site rejected its update")))
+    return csv_list(str(text.get(METRIC_NAMES, "")))

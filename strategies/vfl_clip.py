@@ -3,7 +3,7 @@
 The protocol steps are :mod:`fedmed.tasks.vfl_clip.protocol`'s
 (:func:`train_round`, :func:`evaluate_round`) and :mod:`fedmed.privacy`'s
 (:func:`run_setup`, :func:`secure_sum`); this module only carries their
-messages to the nodes (actions of :mod:`clients.vfl_clip`), counts bytes and
+messages to the nodes (actions of :mod:`fedmed.wire.vfl`), counts bytes and
 writes the run directory. What each party sees:
 
 * server: public keys, encrypted shares it cannot open, masked vectors,
@@ -35,11 +35,16 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import Tensor
 
-from clients.vfl_clip import ROLE_ACTION, TEXT, VFL_PARTY, from_record, to_record
 from fedmed.privacy import RecoveryFailed, SecAggServer
 from fedmed.privacy.messages import MaskedInput, MaskRequest
 from fedmed.privacy.protocol import run_setup
-from fedmed.records import (
+from fedmed.runs import RoundTally, RunDirectory
+from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
+from fedmed.tasks.vfl_clip.metrics import plot_confusion_matrix
+from fedmed.tasks.vfl_clip.protocol import ProviderJob, evaluate_round, train_round
+from fedmed.tasks.vfl_clip.roles import VflSetupError, check_image_providers
+from fedmed.tasks.vfl_clip.task import VflClipTask
+from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -47,13 +52,19 @@ from fedmed.records import (
     record_to_state,
     state_to_record,
 )
-from fedmed.runs import RunDirectory
-from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
-from fedmed.tasks.vfl_clip.metrics import plot_confusion_matrix
-from fedmed.tasks.vfl_clip.protocol import ProviderJob, evaluate_round, train_round
-from fedmed.tasks.vfl_clip.roles import VflSetupError, check_image_providers
-from fedmed.tasks.vfl_clip.task import VflClipTask
-from strategies.secagg_channel import FlowerParties, Tally, Transport, wire_content
+from fedmed.wire.secagg import from_record, request_content, to_record
+from fedmed.wire.vfl import (
+    APPLY_ACTION,
+    BATCH_SEED,
+    PHASE,
+    ROLE,
+    ROLE_ACTION,
+    SITE,
+    TEXT,
+    TEXT_ACTION,
+    VFL_PARTY,
+)
+from strategies.secagg_channel import FlowerParties, Transport
 
 KNOWLEDGE = "knowledge"
 
@@ -70,13 +81,13 @@ class FlowerProviders(FlowerParties):
 
     def mask(self, request: MaskRequest, job: ProviderJob) -> dict[int, MaskedInput]:
         config = {
-            "phase": job.phase,
-            "batch-seed": job.batch_seed,
+            PHASE: job.phase,
+            BATCH_SEED: job.batch_seed,
             SERVER_ROUND: self.server_round,
         }
         contents = {}
         for party in request.active:
-            contents[party] = wire_content(request, **config)
+            contents[party] = request_content(request, **config)
             contents[party][TEXT] = to_record(job.text)
         return self._exchange("mask", contents, MaskedInput)
 
@@ -111,11 +122,11 @@ class FlowerKnowledge:
             content = RecordDict({CONFIG: ConfigRecord({SERVER_ROUND: round_id})})
             if self.resume_from is not None:
                 content[ARRAYS] = state_to_record(self.resume_from, "fp32")
-            self._call("vfl_text", content)
+            self._call(TEXT_ACTION, content)
         return self.text  # type: ignore[return-value]  # set by _call
 
     def apply(self, aggregate: AggregatedGradient) -> dict[str, float]:
-        reply = self._call("vfl_apply", wire_content(aggregate))
+        reply = self._call(APPLY_ACTION, request_content(aggregate))
         self.metrics = {k: float(v) for k, v in reply[METRICS].items()}
         return self.metrics
 
@@ -140,12 +151,12 @@ def discover_roles(
         {str(n): RecordDict() for n in nodes},
         {str(n): n for n in nodes},
     )
-    if transport.tally.failures:
-        reasons = "; ".join(f["reason"] for f in transport.tally.failures)
+    if transport.tally.rejected:
+        reasons = "; ".join(f["reason"] for f in transport.tally.rejected)
         raise VflSetupError(f"nodes could not take a VFL-CLIP role: {reasons}")
     roles = {int(n): r[CONFIG] for n, r in replies.items()}
-    knowledge = [n for n, c in roles.items() if c["role"] == "knowledge-provider"]
-    providers = {int(c["site"]): n for n, c in roles.items() if int(c["site"]) >= 0}
+    knowledge = [n for n, c in roles.items() if c[ROLE] == "knowledge-provider"]
+    providers = {int(c[SITE]): n for n, c in roles.items() if int(c[SITE]) >= 0}
     if len(knowledge) != 1:
         raise VflSetupError(
             f"VFL-CLIP needs exactly one knowledge provider, found {len(knowledge)} "
@@ -241,10 +252,10 @@ class VerticalRun:
         started: float,
         **extra: object,
     ) -> None:
-        row = {"round": round_id, "phase": phase, "aggregated": dict(aggregated)}
-        row.update(self.transport.tally.take())
-        row.update(extra, wall_s=time.perf_counter() - started)
-        self.run.append_metrics(row)
+        wall_s = time.perf_counter() - started
+        self.run.record_round(
+            round_id, phase, aggregated, self.transport.tally, wall_s=wall_s, **extra
+        )
 
 
 def run_vertical(
@@ -259,7 +270,7 @@ def run_vertical(
     seed: int = 0,
 ) -> None:
     """Entry point of the ServerApp for ``federation = "vertical"`` tasks."""
-    transport = Transport(grid, timeout, Tally())
+    transport = Transport(grid, timeout, RoundTally(list_every_site=True))
     VerticalRun(task, run, transport, seed).start(
         rounds[0], rounds[1], resume_from, min_nodes=min_sites
     )

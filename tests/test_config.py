@@ -1,7 +1,6 @@
 import pytest
 
-from fedmed.config import ConfigError
-from fedmed.platform_config import parse_platform
+from fedmed.config import ConfigError, parse_platform
 from fedmed.tasks import get_task
 
 

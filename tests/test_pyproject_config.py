@@ -3,9 +3,8 @@
 import tomllib
 from pathlib import Path
 
-from fedmed.app_config import declared_run_config
-from fedmed.config import parse_section
-from fedmed.platform_config import parse_platform
+from fedmed.config import parse_platform, parse_section
+from fedmed.config.app_config import declared_run_config
 from fedmed.tasks import list_tasks, task_class
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -30,7 +29,8 @@ def test_pyproject_declares_every_platform_and_task_key_with_its_default():
     missing = sorted(set(expected) - set(declared))
     stale = sorted(set(declared) - set(expected))
     assert not missing and not stale, (
-        f"run `python -m fedmed.app_config --write`; missing {missing}, stale {stale}"
+        "run `python -m fedmed.config.app_config --write`; "
+        f"missing {missing}, stale {stale}"
     )
     for key, value in expected.items():
         assert declared[key] == value and type(declared[key]) is type(value), key

@@ -28,15 +28,15 @@ from typing import Any
 import torch
 
 from fedmed.bench.loop import federated_loop
+from fedmed.bench.results import REPO_ROOT
 from fedmed.comm.codecs import CODECS, bytes_per_element
 from fedmed.data.synth_dermamnist import synthesize
-from fedmed.records import state_to_record
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.tasks.registry import task_class
+from fedmed.wire import state_to_record
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
 #: Config fields whose value changes what leaves a site.
 EXCHANGE_FIELDS = ("mode", "method", "localizer")
 #: Paper-scale configurations to size: (override TOML, keys to override).
@@ -51,7 +51,7 @@ PAPER_SETTINGS: dict[str, tuple[str | None, dict[str, Any]]] = {
 
 def tiny_config(task_name: str) -> dict[str, Any]:
     """The task's ``configs/<task>_tiny.toml`` run config."""
-    path = REPO / "configs" / f"{task_name.replace('-', '_')}_tiny.toml"
+    path = REPO_ROOT / "configs" / f"{task_name.replace('-', '_')}_tiny.toml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: every task ships a tiny config")
     return tomllib.loads(path.read_text())
@@ -125,7 +125,7 @@ def size_paper(task_name: str) -> list[dict]:
     toml, overrides = PAPER_SETTINGS[task_name]
     config = {"task.name": task_name}
     if toml:
-        config.update(tomllib.loads((REPO / "configs" / toml).read_text()))
+        config.update(tomllib.loads((REPO_ROOT / "configs" / toml).read_text()))
     config.update(overrides)
     task = get_task(config)
     mode = exchange_mode_of(task)

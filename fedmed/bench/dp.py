@@ -4,12 +4,13 @@ Mechanism: central DP with fixed clipping (DP-FedAvg, McMahan et al. 2018),
 exactly what Flower's ``DifferentialPrivacyServerSideFixedClipping`` wrapper
 does: clip each site's update ``w_i - w`` to L2 norm ``C``, average
 uniformly over the ``m`` sites, add Gaussian noise of standard deviation
-``sigma * C / m`` to the aggregate. ``strategies/dp.py`` wires the Flower
-wrapper into real runs; this bench runs the same mechanism in process
-(``fedmed.bench.loop``) so the utility curve needs no runtime start-up.
+``sigma * C / m`` to the aggregate (:mod:`fedmed.privacy.dp`).
+``strategies/dp.py`` applies it in real runs; this bench runs the same
+functions in process (``fedmed.bench.loop``) so the utility curve needs no
+runtime start-up.
 
 Epsilon is site-level (adjacent federations differ in one site's data) from
-the RDP accountant of ``fedmed.bench.accountant`` with sampling rate
+the RDP accountant of ``fedmed.privacy.accountant`` with sampling rate
 ``fraction-train`` (1.0 here: every site trains every round, no
 amplification). The clip norm is the median first-round update norm of the
 non-private run: clipping bites about half the first-round updates, fewer
@@ -22,10 +23,11 @@ import logging
 import statistics
 from pathlib import Path
 
-from fedmed.bench.accountant import epsilon_after
 from fedmed.bench.comm import tiny_config
-from fedmed.bench.loop import CentralDP, federated_loop
+from fedmed.bench.loop import federated_loop
 from fedmed.data.synth_dermamnist import synthesize
+from fedmed.privacy.accountant import epsilon_after
+from fedmed.privacy.dp import CentralDP
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmed.bench.comm import REPO
+from fedmed.bench.results import REPO_ROOT
 from fedmed.commands import simulate_command
 from fedmed.data.synth_dermamnist import synthesize
 
@@ -211,7 +211,7 @@ def kill_after_round(cmd: list[str], run: Path, server_round: int, limit_s: floa
     recorded (its train record, written after its checkpoint)."""
     proc = subprocess.Popen(
         cmd,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -259,13 +259,15 @@ def run_faulty(
         f"fault-sleep-s={timeout_s + 10}",
     ]
     run = FaultyRun(folder, max(s.round for s in scenarios), exit_code=0)
-    tiny = REPO / "configs" / "classify_tiny.toml"
+    tiny = REPO_ROOT / "configs" / "classify_tiny.toml"
     cmd = simulate_command(
         "classify", folder, data, SITES, run.rounds, run_config=tiny, sets=sets
     )
     if RESUMED in names:
         cmd = _restart_after_kill(cmd, run)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+    )
     run.exit_code = done.returncode
     if run.before_kill is not None:
         digests, kept = run.before_kill

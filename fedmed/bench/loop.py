@@ -7,7 +7,8 @@ own rule and scores the aggregate on the held-out set. Optional central DP
 (clip each site's update to ``clip_norm``, average uniformly, add Gaussian
 noise of std ``noise_multiplier * clip_norm / m``: DP-FedAvg, McMahan et al.
 2018, the mechanism of Flower's fixed-clipping wrappers) and optional site
-evaluation. Used as the reference of the ``scale`` bench and as the fast path
+evaluation. The DP mechanism is :mod:`fedmed.privacy.dp`'s, the one real
+runs use. Used as the reference of the ``scale`` bench and as the fast path
 of the codec-cost and DP-utility measurements.
 """
 
@@ -23,26 +24,10 @@ from torch import Tensor
 
 from fedmed.comm.codecs import decode, encode
 from fedmed.config import Scalar
+from fedmed.privacy.dp import CentralDP, private_mean, update_norm
 from fedmed.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CentralDP:
-    """Fixed clipping + Gaussian noise on the aggregate (DP-FedAvg)."""
-
-    noise_multiplier: float
-    clip_norm: float
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.noise_multiplier < 0:
-            raise ValueError(
-                f"noise multiplier must be >= 0, found {self.noise_multiplier}"
-            )
-        if self.clip_norm <= 0:
-            raise ValueError(f"clip norm must be > 0, found {self.clip_norm}")
 
 
 @dataclass
@@ -59,33 +44,6 @@ class LoopResult:
 def wire(state: Mapping[str, Tensor], codec: str) -> dict[str, Tensor]:
     """What the receiver gets after ``codec`` encoding and decoding."""
     return decode(encode(state, codec))
-
-
-def update_norm(update: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> float:
-    """Global L2 norm of ``update - reference`` over all tensors."""
-    squares = sum(
-        float(((update[k].double() - reference[k].double()) ** 2).sum()) for k in update
-    )
-    return squares**0.5
-
-
-def clip_update(
-    update: Mapping[str, Tensor], reference: Mapping[str, Tensor], clip_norm: float
-) -> dict[str, Tensor]:
-    """``reference + delta * min(1, C / ||delta||)``: flat clipping (McMahan 2018)."""
-    norm = update_norm(update, reference)
-    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-    return {k: reference[k] + (update[k] - reference[k]) * scale for k in update}
-
-
-def add_noise(
-    state: Mapping[str, Tensor], std: float, generator: torch.Generator
-) -> dict[str, Tensor]:
-    """Add i.i.d. Gaussian noise of standard deviation ``std`` to every element."""
-    return {
-        k: v + std * torch.randn(v.shape, generator=generator, dtype=v.dtype)
-        for k, v in state.items()
-    }
 
 
 def _site_round(
@@ -114,10 +72,7 @@ def _aggregate(
         result.clipped_fraction.append(0.0)
         return task.aggregate(updates, weights)
     result.clipped_fraction.append(sum(n > dp.clip_norm for n in norms) / len(norms))
-    clipped = [clip_update(u, down, dp.clip_norm) for u in updates]
-    mean = task.aggregate(clipped, [1.0] * len(clipped))
-    std = dp.noise_multiplier * dp.clip_norm / len(clipped)
-    return add_noise(mean, std, generator) if std > 0 else mean
+    return private_mean(updates, down, dp, generator)
 
 
 def _evaluate_sites(task: Task, state: Mapping[str, Tensor], sites: int) -> None:
@@ -148,7 +103,7 @@ def federated_loop(
     task = get_task(dict(run_config))
     state = task.exchanged(task.build_model())
     heldout = task.heldout_data()
-    generator = torch.Generator().manual_seed(dp.seed if dp else 0)
+    generator = dp.generator() if dp else torch.Generator()
     result = LoopResult()
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()

@@ -6,7 +6,6 @@ rows (or the bench's detail) it summarises.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 
@@ -41,7 +40,8 @@ def secagg_notes(rows: list[dict], detail: dict[str, Any]) -> str:
     worst = max(rows, key=lambda r: r["time_ratio"])
     bytes_worst = max(rows, key=lambda r: r["bytes_ratio"])
     return (
-        "Measured with benchmarks/secagg.py's measure(): secure_wall_s is the critical "
+        "Measured with fedmed.bench.secagg_protocol.measure() (benchmarks/secagg.py): "
+        "secure_wall_s is the critical "
         "path of one round with parties in parallel (masking, routing, unmasking, "
         "dropout recovery), plain_wall_s the fp32 sum; bytes are all round messages "
         "both ways vs n fp32 vectors; key setup is once per run. Dropped parties leave "
@@ -123,13 +123,3 @@ def faults_notes(rows: list[dict], detail: dict[str, Any]) -> str:
         "needs exit code 0 and rounds 1..R each recorded exactly once.\n\n"
         f"{survived} of {len(rows)} scenarios ended as specified."
     )
-
-
-#: The notes function of each bench, by bench name (``fedmed bench <name>``).
-NOTES: dict[str, Callable[[list[dict], dict[str, Any]], str]] = {
-    "comm": comm_notes,
-    "secagg": secagg_notes,
-    "dp": dp_notes,
-    "scale": scale_notes,
-    "faults": faults_notes,
-}

@@ -7,7 +7,6 @@ detail where a curve is needed) and writing one PNG.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +187,3 @@ def plot_faults(rows: list[dict], detail: dict[str, Any], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_title("fault scenarios: green = survived as specified, nothing lost")
     return _save(fig, path)
-
-
-#: The figure of each bench, by bench name (``fedmed bench <name>``).
-PLOTS: dict[str, Callable[[list[dict], dict[str, Any], Path], Path]] = {
-    "comm": plot_comm,
-    "secagg": plot_secagg,
-    "dp": plot_dp,
-    "scale": plot_scale,
-    "faults": plot_faults,
-}

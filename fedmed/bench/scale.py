@@ -25,8 +25,9 @@ from pathlib import Path
 import psutil
 import torch
 
-from fedmed.bench.comm import REPO, tiny_config
+from fedmed.bench.comm import tiny_config
 from fedmed.bench.loop import federated_loop
+from fedmed.bench.results import REPO_ROOT
 from fedmed.commands import simulate_command
 from fedmed.data.synth_dermamnist import synthesize
 
@@ -36,7 +37,7 @@ SAMPLE_S = 0.25
 MB = 1024.0 * 1024.0
 #: Ray names a ClientApp actor's worker process after the actor class.
 ACTOR_MARKER = "ClientAppActor"
-TINY_CONFIG = REPO / "configs" / "classify_tiny.toml"
+TINY_CONFIG = REPO_ROOT / "configs" / "classify_tiny.toml"
 
 
 @dataclass
@@ -95,7 +96,7 @@ def measure_simulation(sites: int, rounds: int, data: Path, out: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(
         simulate_command("classify", out, data, sites, rounds, run_config=TINY_CONFIG),
-        cwd=REPO,
+        cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

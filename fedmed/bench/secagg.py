@@ -1,7 +1,7 @@
 """Secure vs plain aggregation against the number of clients, vector size and dropouts.
 
-The measurement itself is ``benchmarks/secagg.py``'s ``measure(n, dim,
-fraction, repeats)`` (fedmed.privacy's Bonawitz et al. 2017 protocol:
+The measurement itself is :func:`fedmed.bench.secagg_protocol.measure`
+``(n, dim, fraction, repeats)`` (fedmed.privacy's Bonawitz et al. 2017 protocol:
 X25519 + HKDF pairwise masks, Shamir-shared seeds for dropout recovery,
 fixed-point ring): it times one secure round's critical path against plain
 fp32 summation and counts the payload bytes of every round message. This
@@ -12,29 +12,14 @@ masked input), and keeps the rows for the ``fedmed bench`` table and plot.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 
-from fedmed.bench.comm import REPO
+from fedmed.bench.secagg_protocol import measure
 
 log = logging.getLogger(__name__)
 
 DROPOUTS = (0.0, 0.1, 0.3)
-
-
-@cache
-def secagg_script() -> ModuleType:
-    """``benchmarks/secagg.py`` loaded as a module (it is a script, not a package)."""
-    path = REPO / "benchmarks" / "secagg.py"
-    spec = importlib.util.spec_from_file_location("fedmed_bench_secagg_script", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"{path} not found: the secure-aggregation benchmark")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def grid(quick: bool) -> list[tuple[int, int]]:
@@ -50,7 +35,6 @@ def run_secagg(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
 
     ``work_dir`` is accepted for the common bench signature and left unused.
     """
-    measure = secagg_script().measure
     measure(2, 64, 0.0, 1)  # warm-up, discarded: first use of the crypto paths
     rows = []
     for clients, dim in grid(quick):
@@ -67,6 +51,6 @@ def run_secagg(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
                 rows[-1]["bytes_ratio"],
             )
     return rows, {
-        "source": "benchmarks/secagg.py measure()",
+        "source": "fedmed.bench.secagg_protocol.measure()",
         "dropouts": list(DROPOUTS),
     }

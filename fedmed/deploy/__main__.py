@@ -2,7 +2,7 @@
 
 import logging
 
-from fedmed.deploy.cli import certs, deploy_app
+from fedmed.cli.deploy import certs, deploy_app
 
 deploy_app.command("certs")(certs)
 

@@ -18,7 +18,10 @@ never clipped). Metric slots outside the range are left out of the mean
 (weight 0) with a warning: metrics are reports, not model state.
 
 Tasks whose aggregation is not this mean (SeLoRA's product-space SVD over
-growing ranks) cannot use it: :func:`check_secure_aggregation` refuses them.
+growing ranks) declare ``aggregation = "custom"`` and cannot use it:
+:func:`check_secure_aggregation` refuses them. This module never imports the
+tasks: what it needs from one is structural (:class:`DeclaredAggregation`,
+:class:`UpdateValidator`).
 """
 
 from __future__ import annotations
@@ -27,30 +30,39 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fedmed.comm.aggregation import weighted_mean
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import ConfigError
 from fedmed.privacy.fixed_point import FixedPointCodec
-from fedmed.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
 RING_BITS = 64  # 8 bytes per masked value on the wire (fp32 updates: 4)
 
 
+class UpdateValidator(Protocol):
+    """Whatever checks a site update against the tensors sent (a task)."""
+
+    def validate_update(
+        self, update: Mapping[str, Tensor], reference: Mapping[str, Tensor]
+    ) -> None: ...
+
+
+class DeclaredAggregation(Protocol):
+    """Whatever declares how its updates combine (a task's class attributes)."""
+
+    name: str
+    aggregation: str
+
+
 def update_codec(value_range: float, num_parties: int) -> FixedPointCodec:
     """The fixed-point codec every site of a run uses for its masked vector."""
     return FixedPointCodec(RING_BITS, value_range, num_parties)
-
-
-def quantisation_error(value_range: float, num_parties: int) -> float:
-    """Largest error of a decoded sum over ``num_parties`` inputs (all rounded)."""
-    return num_parties / (2 * update_codec(value_range, num_parties).scale)
 
 
 def vector_length(update_size: int, metric_names: Sequence[str]) -> int:
@@ -65,7 +77,7 @@ def flatten_update(update: Mapping[str, Tensor]) -> np.ndarray:
 
 
 def check_site_update(
-    task: Task,
+    task: UpdateValidator,
     update: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
     num_examples: int,
@@ -158,63 +170,28 @@ def mean_from_sum(
     return WeightedMean({k: state[k] for k in reference}, metrics, count)
 
 
-def check_secure_aggregation(task: Task) -> None:
+def check_secure_aggregation(task: DeclaredAggregation) -> None:
     """Refuse (``ConfigError``) a task a masked weighted sum cannot aggregate."""
     require_mean_aggregation(
         task,
         "secure-aggregation=true",
-        "a masked sum needs the same shapes from every site",
-        "the server would only learn the weighted sum it needs for that mean",
+        "a masked sum needs the same shapes from every site and yields only the "
+        "weighted sum a mean needs",
     )
 
 
-def require_mean_aggregation(
-    task: Task, setting: str, why_shapes: str, why_mean: str
-) -> None:
-    """Refuse (``ConfigError``) a task whose aggregate is not a weighted mean.
+def require_mean_aggregation(task: DeclaredAggregation, setting: str, why: str) -> None:
+    """Refuse (``ConfigError``) a task that does not declare ``aggregation = "mean"``.
 
     Secure aggregation and central DP both assume FedAvg over same-shaped
-    updates. By the task contract, overriding ``validate_update`` means sites
-    may reply with other shapes than they received (SeLoRA's growing ranks).
-    An overridden ``aggregate`` is probed on two random states shaped like
-    the model's exchanged tensors and must equal the example-weighted mean.
-    ``setting`` names the run-config choice in the message; ``why_shapes`` and
-    ``why_mean`` say why each condition matters for it.
+    updates; a task declares whether that is how it aggregates. ``setting``
+    names the run-config choice in the message, ``why`` says why it matters.
     """
-    cls = type(task)
-    if cls.validate_update is not Task.validate_update:
-        raise ConfigError(
-            f"{setting}: task {task.name!r} overrides validate_update "
-            f"({_doc(cls.validate_update)}), so its sites may send updates shaped "
-            f"differently from what they received; {why_shapes}. "
-            f"Turn {setting.split('=')[0]} off for this task."
-        )
-    if cls.aggregate is not Task.aggregate and not _aggregates_by_mean(task):
-        raise ConfigError(
-            f"{setting}: task {task.name!r} aggregates with "
-            f"{cls.__name__}.aggregate ({_doc(cls.aggregate)}), which is not the "
-            f"example-weighted mean; {why_mean}. "
-            f"Turn {setting.split('=')[0]} off for this task."
-        )
-
-
-def _aggregates_by_mean(task: Task) -> bool:
-    reference = task.exchanged(task.build_model())
-    generator = torch.Generator().manual_seed(0)
-    states = [
-        {k: torch.randn(v.shape, generator=generator) for k, v in reference.items()}
-        for _ in range(2)
-    ]
-    weights = [3.0, 1.0]
-    got = task.aggregate(states, weights)
-    want = weighted_mean(states, weights)
-    return set(got) == set(want) and all(
-        got[k].shape == want[k].shape
-        and torch.allclose(got[k].float(), want[k].float(), rtol=1e-5, atol=1e-6)
-        for k in want
+    if task.aggregation == "mean":
+        return
+    raise ConfigError(
+        f"{setting}: task {task.name!r} declares aggregation = "
+        f"{task.aggregation!r}: its sites may reply with other shapes than they "
+        f"received, or its aggregate is not the example-weighted mean; {why}. "
+        f"Turn {setting.split('=')[0]} off for this task."
     )
-
-
-def _doc(method: object) -> str:
-    doc = (getattr(method, "__doc__", None) or "").strip().splitlines()
-    return doc[0].rstrip(".") if doc else "no description"

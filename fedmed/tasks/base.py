@@ -9,8 +9,11 @@ and ``task.py`` (the :class:`Task` subclass, registered by name).
 Contract
 --------
 ``from_run_config(run_config)``
-    Parse and validate the task's keys (prefix ``<name>.``); unknown keys and
-    bad values raise :class:`fedmed.config.ConfigError`.
+    Parse and validate the task's keys (prefix ``<name>.``) and the platform
+    keys (:class:`fedmed.config.PlatformConfig`: seed, data folder,
+    partitioner, rounds) once; unknown keys and bad values raise
+    :class:`fedmed.config.ConfigError`. The task reads platform values from
+    ``self.platform``, never from the raw run config.
 ``build_model()``
     Frozen backbone plus trainable parts, deterministic for a given seed so
     that every site starts from the same weights.
@@ -36,7 +39,11 @@ Contract
     combine the accepted ones. Defaults: exact key/shape/finite check against
     the arrays sent, and the example-weighted mean. A task whose sites may
     legitimately reply with other shapes (SeLoRA's growing ranks) overrides
-    both.
+    both and declares ``aggregation = "custom"``.
+``aggregation``
+    How the task combines updates, declared: ``"mean"`` (same-shaped
+    updates, the example-weighted mean: secure aggregation and central DP
+    apply) or ``"custom"`` (anything else: both are refused).
 ``synthesize_data(out, num_sites, seed)``
     Write synthetic data in the task's real on-disk format, one folder per
     site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
@@ -56,7 +63,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from fedmed.comm.aggregation import weighted_mean
 from fedmed.comm.selection import validate_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig, PlatformConfig, parse_platform, parse_section
 
 
 @dataclass
@@ -102,17 +109,26 @@ class Task(ABC):
     #: ``vertical``: sites hold different parts of each sample; the task ships
     #: its own orchestration (VFL-CLIP).
     federation: ClassVar[Literal["horizontal", "vertical"]] = "horizontal"
+    #: ``mean``: sites reply with the shapes they received and ``aggregate`` is
+    #: the example-weighted mean (what secure aggregation and central DP
+    #: compute). ``custom``: anything else (SeLoRA's growing ranks).
+    aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
 
-    def __init__(self, cfg: Any, run_config: FlatConfig) -> None:
-        """Keep the parsed section plus the platform keys every task reads."""
+    def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
+        """Keep the parsed section and the run's parsed platform keys."""
         self.cfg = cfg
-        self.seed = int(run_config.get("seed", 0))
-        self._data_dir = Path(str(run_config.get("data-dir", self.default_data_dir)))
+        self.platform = platform
+        self.seed = platform.seed
+        self._data_dir = Path(platform.data_dir)
 
     @classmethod
     def from_run_config(cls, run_config: FlatConfig) -> Self:
-        """Parse and validate this task's run-config keys (prefix ``<name>.``)."""
-        return cls(parse_section(cls.config_class, run_config, cls.name), run_config)
+        """Parse this task's keys (prefix ``<name>.``) and the platform keys once.
+
+        ``default_data_dir`` applies when the run config names no ``data-dir``.
+        """
+        platform = parse_platform(run_config, data_dir=cls.default_data_dir)
+        return cls(parse_section(cls.config_class, run_config, cls.name), platform)
 
     @abstractmethod
     def build_model(self) -> nn.Module:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedmed.bench.cli import bench_app
 from fedmed.bench.comm import tiny_config
 from fedmed.bench.faults import RESUMED, SCENARIOS, run_faulty, scenario_row
 from fedmed.bench.loop import federated_loop
 from fedmed.bench.scale import measure_simulation, scale_row
+from fedmed.cli.bench import bench_app
 from fedmed.data.synth_dermamnist import synthesize
 from tests.contracts import check_contract
 

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from typer.testing import CliRunner
 
+from fedmed.cli.deploy import certs, deploy_app
 from fedmed.deploy.certs import CertLayout, ensure_certificates, superlink_cert_names
-from fedmed.deploy.cli import certs, deploy_app
 
 
 def test_superlink_cert_is_signed_by_ca_and_names_compose_host_and_loopback(tmp_path):

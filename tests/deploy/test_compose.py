@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fedmed.cli.deploy import deploy_app
 from fedmed.deploy.certs import ensure_certificates
-from fedmed.deploy.cli import deploy_app
 from fedmed.deploy.compose import (
     REGISTER,
     SUPERLINK,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fedmed.config.run_config import resolve_run_config
 from fedmed.deploy.certs import ensure_certificates
 from fedmed.deploy.local import LocalDeployment, Site, free_port
 from fedmed.deploy.watch import drive_run, rounds_completed
-from server.simulation import resolve_run_config
 from tests.contracts import check_contract
 from tests.e2e.test_deploy import REPO, processes_using, records, synth_sites
 

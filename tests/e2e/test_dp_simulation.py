@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fedmed.bench.accountant import epsilon_after
-from fedmed.bench.loop import clip_update
+from fedmed.privacy.accountant import epsilon_after
+from fedmed.privacy.dp import clip_update
 from fedmed.tasks import get_task
 from tests.contracts import check_contract
 from tests.e2e.test_secure_aggregation_simulation import TINY, simulate

@@ -18,7 +18,7 @@ from flwr.app import Context, Message, RecordDict
 
 from clients.client_app import app as client_app
 from clients.secagg_site import FIT_STATE, UPDATE_STATE
-from fedmed.records import NUM_EXAMPLES, SERVER_ROUND, record_to_state
+from fedmed.wire import NUM_EXAMPLES, SERVER_ROUND, record_to_state
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_BASE = 100  # node ids differ from site ids, as in a real deployment

@@ -12,13 +12,13 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
-from clients.secagg_party import REPLY, from_record
 from fedmed.data.synth_dermamnist import synthesize
 from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.weighted_sum import site_vector, update_codec
-from fedmed.records import NUM_EXAMPLES, state_to_record
 from fedmed.runs import RunDirectory
 from fedmed.tasks import get_task
+from fedmed.wire import NUM_EXAMPLES, state_to_record
+from fedmed.wire.secagg import REPLY, from_record
 from strategies.secagg_channel import SetupIncomplete
 from strategies.secure_fedavg import SecureAdapterFedAvg
 from tests.privacy.secagg_grid import InProcessGrid, tiny_classify_config

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig
+from fedmed.config import FlatConfig, PlatformConfig
 from fedmed.data.medmnist_npz import class_names, load_split
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_dermamnist import synthesize
@@ -35,10 +35,10 @@ class ClassifyTask(Task):
 
     default_data_dir = "data/dermamnist"
 
-    def __init__(self, cfg: ClassifyConfig, run_config: FlatConfig) -> None:
-        super().__init__(cfg, run_config)
-        self.partitioner = str(run_config.get("partition", "iid"))
-        self.partition_alpha = float(run_config.get("partition-alpha", 0.5))
+    def __init__(self, cfg: ClassifyConfig, platform: PlatformConfig) -> None:
+        super().__init__(cfg, platform)
+        self.partitioner = platform.partition
+        self.partition_alpha = platform.partition_alpha
         self.num_classes = len(class_names(cfg.dataset))
 
     def build_model(self) -> nn.Module:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig
+from fedmed.config import FlatConfig, PlatformConfig
 from fedmed.data.image_folder import ImageRecord, load_rgb
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_highres import write_synthetic_highres
@@ -57,9 +57,9 @@ class FptTask(Task):
 
     default_data_dir = "data/fpt_synth"
 
-    def __init__(self, cfg: FptConfig, run_config: FlatConfig) -> None:
-        super().__init__(cfg, run_config)
-        self.num_rounds = int(run_config.get("num-server-rounds", 1))
+    def __init__(self, cfg: FptConfig, platform: PlatformConfig) -> None:
+        super().__init__(cfg, platform)
+        self.num_rounds = platform.num_server_rounds
         meta_vit = create_vit(cfg, self.seed, device="meta")
         self._frozen_params = sum(p.numel() for p in meta_vit.parameters())
         pretrained = meta_vit.pretrained_cfg

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig
+from fedmed.config import FlatConfig, PlatformConfig
 from fedmed.data.brats import find_cases
 from fedmed.data.sites import heldout_dir, locate_site
 from fedmed.data.synth_brats import synthesize
@@ -66,8 +66,8 @@ class SambaTask(Task):
 
     default_data_dir = DEFAULT_DATA_DIR
 
-    def __init__(self, cfg: SambaConfig, run_config: FlatConfig) -> None:
-        super().__init__(cfg, run_config)
+    def __init__(self, cfg: SambaConfig, platform: PlatformConfig) -> None:
+        super().__init__(cfg, platform)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def build_model(self) -> SambaModel:

@@ -55,6 +55,7 @@ class SeLoRATask(Task):
 
     name = "selora"
     config_class = SeLoRAConfig
+    aggregation = "custom"  # growing ranks, product-space SVD
 
     default_data_dir = DEFAULT_DATA_DIR
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from fedmed.comm.selection import load_state, trainable_state
-from fedmed.config import FlatConfig, parse_section
+from fedmed.config import FlatConfig, PlatformConfig
 from fedmed.data.sites import SiteLocation, heldout_dir, locate_site
 from fedmed.data.synth_dermamnist import synthesize
 from fedmed.tasks.base import RoundResult, SiteData, Task
@@ -61,22 +60,13 @@ class VflClipTask(Task):
     name = "vfl-clip"
     config_class = VflClipConfig
     federation = "vertical"
+    default_data_dir = "data/dermamnist"
 
-    def __init__(self, cfg: VflClipConfig, run_config: FlatConfig) -> None:
-        self.cfg = cfg
-        self.seed = int(run_config.get("seed", 0))
-        self._data_dir = Path(str(run_config.get("data-dir", "data/dermamnist")))
-        self.partitioner = str(run_config.get("partition", "iid"))
-        self.partition_alpha = float(run_config.get("partition-alpha", 0.5))
+    def __init__(self, cfg: VflClipConfig, platform: PlatformConfig) -> None:
+        super().__init__(cfg, platform)
+        self.partitioner = platform.partition
+        self.partition_alpha = platform.partition_alpha
         self._encoder: ImageEncoder | None = None  # built on the first cache miss
-
-    @classmethod
-    def from_run_config(cls, run_config: FlatConfig) -> Self:
-        return cls(parse_section(VflClipConfig, run_config, "vfl-clip"), run_config)
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     @property
     def num_classes(self) -> int:

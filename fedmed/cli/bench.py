@@ -10,7 +10,6 @@ configurations (minutes on two CPU cores).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 import typer
 
+from fedmed.bench.registry import BENCHES
 from fedmed.bench.results import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -34,17 +34,6 @@ log = logging.getLogger(__name__)
 bench_app = typer.Typer(
     help="Privacy, communication, scale and fault benchmarks.", no_args_is_help=True
 )
-#: Contract file of each bench. ``comm`` and ``secagg`` leave the tables of
-#: ``benchmarks/comm.py`` (ViT-B/16 exchange modes, comm.json) and
-#: ``benchmarks/secagg.py`` (the protocol at 2-20 providers, secagg.json) alone.
-CONTRACT_NAMES = {
-    "comm": "comm_tasks",
-    "secagg": "secagg_scaling",
-    "dp": "dp",
-    "scale": "scale",
-    "faults": "faults",
-}
-
 QUICK = typer.Option(False, "--quick", help="Reduced grid on tiny configs.")
 OUT = typer.Option(Path("runs/bench"), "--out", help="Folder for JSON and work files.")
 RESULTS = typer.Option(RESULTS_DIR, "--results-dir", help="Contract results folder.")
@@ -69,7 +58,7 @@ def publish(
     plot: Callable[[Path], Path],
 ) -> Path:
     """Write the run JSON, the contract JSON + PNG, and regenerate BENCHMARKS.md."""
-    name = CONTRACT_NAMES[bench]
+    name = BENCHES[bench].contract
     png = plot(Path(results_dir) / f"{name}.png")
     command = f"fedmed bench {bench}" + (" --quick" if quick else "")
     contract = write_result(
@@ -106,23 +95,12 @@ def _work(out: Path, bench: str) -> Path:
     return folder
 
 
-#: One-line summary of each bench, shown by ``fedmed bench --help``.
-SUMMARIES = {
-    "comm": "Bytes per round per site for every task, exchange mode and codec.",
-    "secagg": "Secure vs plain aggregation over clients, vector size and dropouts.",
-    "dp": "DP-FedAvg on adapter updates: epsilon (RDP accountant) and utility.",
-    "scale": "Simulation of 2 -> 50 sites: round wall, memory per site, overhead.",
-    "faults": "Scripted faults and a killed server: the outcome of each, nothing lost.",
-}
-
-
 def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
     """Measure ``bench`` and publish it; the run JSON's path.
 
-    Every bench module ``fedmed.bench.<bench>`` exposes ``run_<bench>(quick,
-    work_dir) -> (rows, detail)``; its prose and figure come from
-    ``notes.NOTES[bench]`` and ``plots.PLOTS[bench]``. Imports are lazy so
-    ``fedmed --help`` does not load torch.
+    What to measure, the prose and the figure are the bench's entry in
+    :data:`fedmed.bench.registry.BENCHES`, which loads torch only when a bench
+    runs, so ``fedmed --help`` stays fast.
     """
     from fedmed.commands import apply_hermetic_env
 
@@ -132,11 +110,8 @@ def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
     # One intra-op thread, as a simulated site (Ray actor) has: in-process
     # rounds then cost the same work per site, and stay steady on a shared box.
     torch.set_num_threads(1)
-    from fedmed.bench.notes import NOTES
-    from fedmed.bench.plots import PLOTS
-
-    module = importlib.import_module(f"fedmed.bench.{bench}")
-    rows, detail = getattr(module, f"run_{bench}")(quick, _work(out, bench))
+    entry = BENCHES[bench]
+    rows, detail = entry.measure(quick, _work(out, bench))
     return publish(
         bench,
         rows,
@@ -144,8 +119,8 @@ def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
         quick=quick,
         out=out,
         results_dir=results_dir,
-        notes=NOTES[bench](rows, detail),
-        plot=lambda path: PLOTS[bench](rows, detail, path),
+        notes=entry.notes(rows, detail),
+        plot=lambda path: entry.plot(rows, detail, path),
     )
 
 
@@ -153,18 +128,18 @@ def _register(bench: str) -> None:
     def command(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS):
         run_bench(bench, quick, out, results_dir)
 
-    command.__doc__ = SUMMARIES[bench]
+    command.__doc__ = BENCHES[bench].summary
     bench_app.command(bench)(command)
 
 
-for _bench in SUMMARIES:
+for _bench in BENCHES:
     _register(_bench)
 
 
 @bench_app.command("all")
 def run_all(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS) -> None:
     """Every bench in turn (``--quick``: under ten minutes on two CPU cores)."""
-    for bench in SUMMARIES:
+    for bench in BENCHES:
         started = time.perf_counter()
         run_bench(bench, quick, out, results_dir)
         typer.echo(f"{bench}: {time.perf_counter() - started:.0f} s")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
 
-from fedmed.bench.loop import CentralDP, add_noise, clip_update, update_norm
+from fedmed.privacy.dp import CentralDP, add_noise, clip_update, update_norm
 
 
 def _states(seed: int):

@@ -67,6 +67,52 @@ def _roles(roles: str, sites: int) -> list[str | None]:
     return names  # type: ignore[return-value]
 
 
+def _site_data(config: dict, sites: int, synth: bool) -> Path:
+    """The run's data folder, made absolute; synthetic data when it is missing."""
+    from fedmed.tasks import get_task
+
+    data_root = Path(str(config["data-dir"])).resolve()
+    config["data-dir"] = str(data_root)
+    if synth and not data_root.exists():
+        task = get_task(config)
+        console.print(
+            f"writing synthetic {task.name} data for {sites} sites to {data_root}"
+        )
+        task.synthesize_data(data_root, sites, task.seed)
+    return data_root
+
+
+def _sites(data_root: Path, roles: list[str | None]) -> list:
+    """One local SuperNode per site, each on a free port with its data folder."""
+    from fedmed.deploy.local import Site, free_port
+
+    return [
+        Site(k, data_root / f"site_{k}", free_port(), role)
+        for k, role in enumerate(roles)
+    ]
+
+
+def _run_deployment(work, layout, site_list, config, timeout_s, max_resubmits):
+    """Start the SuperLink and SuperNodes, drive the run to its end, stop them."""
+    from fedmed.deploy.local import LocalDeployment
+    from fedmed.deploy.watch import drive_run
+
+    with LocalDeployment(work, layout, site_list) as deployment:
+        console.print(
+            f"SuperLink on {deployment.address} (TLS, node auth); logs in "
+            f"{work / 'logs'}"
+        )
+        deployment.start()
+        return drive_run(
+            deployment,
+            REPO_ROOT,
+            config,
+            timeout_s=timeout_s,
+            max_resubmits=max_resubmits,
+            on_row=_progress,
+        )
+
+
 @deploy_app.command("local")
 def local(
     sites: int = typer.Option(3, min=1),
@@ -91,12 +137,9 @@ def local(
     max_resubmits: int = typer.Option(2, help="Resumes after a failed Flower run."),
 ) -> None:
     """SuperLink + N SuperNodes on 127.0.0.1 with TLS and node auth, then the run."""
-    from fedmed.cli import parse_set
+    from fedmed.cli.options import parse_set
+    from fedmed.config.run_config import resolve_run_config
     from fedmed.deploy.certs import ensure_certificates
-    from fedmed.deploy.local import LocalDeployment, Site, free_port
-    from fedmed.deploy.watch import drive_run
-    from fedmed.tasks import get_task
-    from server.simulation import resolve_run_config
 
     config = resolve_run_config(
         task,
@@ -107,33 +150,13 @@ def local(
         overrides=parse_set(set_),
         resume=resume,
     )
-    data_root = Path(str(config["data-dir"])).resolve()
-    config["data-dir"] = str(data_root)
-    if synth and not data_root.exists():
-        console.print(f"writing synthetic {task} data for {sites} sites to {data_root}")
-        get_task(config).synthesize_data(data_root, sites, int(config.get("seed", 0)))
+    data_root = _site_data(config, sites, synth)
     work = (workdir or Path(tempfile.mkdtemp(prefix="fedmed-deploy-"))).resolve()
     layout = ensure_certificates(certs_dir or work / "certs", sites)
-    site_list = [
-        Site(k, data_root / f"site_{k}", free_port(), role)
-        for k, role in enumerate(_roles(roles, sites))
-    ]
+    site_list = _sites(data_root, _roles(roles, sites))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
-    with LocalDeployment(work, layout, site_list) as deployment:
-        console.print(
-            f"SuperLink on {deployment.address} (TLS, node auth); logs in "
-            f"{work / 'logs'}"
-        )
-        deployment.start()
-        outcome = drive_run(
-            deployment,
-            REPO_ROOT,
-            config,
-            timeout_s=timeout_s,
-            max_resubmits=max_resubmits,
-            on_row=_progress,
-        )
+    outcome = _run_deployment(work, layout, site_list, config, timeout_s, max_resubmits)
     console.print(
         f"run directory: {outcome.run_dir}  ({outcome.rounds_completed} rounds, "
         f"{len(outcome.run_ids)} Flower run(s), {time.perf_counter() - started:.0f} s)"

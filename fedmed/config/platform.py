@@ -9,10 +9,12 @@ passes silently.
 from __future__ import annotations
 
 import math
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fedmed.config import ConfigError, FlatConfig, coerce_value
+from fedmed.config.sections import ConfigError, FlatConfig, coerce_value
 
 Mode = Literal["federated", "local", "pooled"]
 CommDtype = Literal["fp32", "fp16", "int8"]
@@ -24,12 +26,12 @@ class PlatformConfig:
     """What every run shares, whatever the task.
 
     ``differential-privacy = true`` wraps FedAvg in Flower's server-side
-    fixed-clipping DP (``strategies.dp``): each site's update is clipped to
+    fixed-clipping DP (``strategies/dp.py``): each site's update is clipped to
     ``dp-clip-norm``, Gaussian noise of ``dp-noise-multiplier * clip / m`` is
     added to the mean of ``m`` updates, and epsilon at ``dp-delta`` is reported.
 
     ``secure-aggregation = true`` makes the server learn only the weighted sum
-    of the sites' updates (``strategies.secure_fedavg``); every site's
+    of the sites' updates (``strategies/secure_fedavg.py``); every site's
     ``n_i * w_i`` must then lie within ``secagg-value-range`` (64-bit
     fixed-point ring: the mean is exact to about ``sites**2 * range / 2**64``).
     """
@@ -134,12 +136,21 @@ _FIELDS = {f.replace("_", "-"): f for f in PlatformConfig.__dataclass_fields__}
 _FIELDS["task.name"] = _FIELDS.pop("task-name")
 
 
-def parse_platform(run_config: FlatConfig, task_names: list[str]) -> PlatformConfig:
-    """Parse platform keys and check every other key has a known task prefix."""
-    import typing
+def parse_platform(
+    run_config: FlatConfig,
+    task_names: Sequence[str] | None = None,
+    *,
+    data_dir: str | None = None,
+) -> PlatformConfig:
+    """Parse the platform keys of a run config; refuse unknown top-level keys.
 
+    With ``task_names`` every dotted key must also carry a known task prefix
+    (the apps check the whole run config once); without, dotted keys are left
+    to their task's section parser. ``data_dir`` replaces the ``data-dir``
+    default when the run config names none (a task's own default folder).
+    """
     hints = typing.get_type_hints(PlatformConfig)
-    values = {}
+    values = {} if data_dir is None else {"data_dir": data_dir}
     for key, value in run_config.items():
         if key in _FIELDS:
             values[_FIELDS[key]] = coerce_value(key, value, hints[_FIELDS[key]])
@@ -148,7 +159,7 @@ def parse_platform(run_config: FlatConfig, task_names: list[str]) -> PlatformCon
         if prefix is None:
             known = ", ".join(sorted(_FIELDS))
             raise ConfigError(f"unknown run-config key {key!r}; platform keys: {known}")
-        if prefix not in task_names:
+        if task_names is not None and prefix not in task_names:
             raise ConfigError(
                 f"run-config key {key!r} has unknown prefix {prefix!r}; "
                 f"task prefixes: {', '.join(sorted(task_names))}"

@@ -77,12 +77,6 @@ def coerce_value(key: str, value: Scalar, annotation: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {annotation!r}")
 
 
-def section_keys(cls: type, prefix: str) -> set[str]:
-    """Every run-config key the dataclass ``cls`` accepts under ``prefix``."""
-    dot = f"{prefix}." if prefix else ""
-    return {f"{dot}{_kebab(f.name)}" for f in dataclasses.fields(cls)}
-
-
 def parse_section(cls: type[T], run_config: FlatConfig, prefix: str) -> T:
     """Build the frozen dataclass ``cls`` from the keys under ``prefix``.
 

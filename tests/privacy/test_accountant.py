@@ -1,11 +1,11 @@
-"""RDP accountant of the (sub)sampled Gaussian mechanism (fedmed.bench.accountant)."""
+"""RDP accountant of the (sub)sampled Gaussian mechanism (fedmed.privacy.accountant)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from fedmed.bench.accountant import (
+from fedmed.privacy.accountant import (
     RdpAccountant,
     epsilon_after,
     epsilon_from_rdp,

@@ -1,0 +1,378 @@
+"""Secure vs plain aggregation: per-round time and bytes (fedmed.privacy).
+
+What is measured, per configuration (providers n, vector size d, dropouts):
+
+* ``secure_wall_s``: critical path of one round when every party runs on its
+  own machine, i.e. ``max_i mask_i + server routing + max_i unmask_i +
+  server unmasking`` (fixed-point encoding, AES-CTR mask expansion, share
+  encryption/decryption, Shamir reconstruction, ring sum, decoding);
+  ``secure_cpu_s`` sums the parties' times instead of taking the maximum.
+* ``plain_wall_s``: the same critical path for plain aggregation: the
+  slowest party preparing its fp32 vector + the server summing the n fp32
+  vectors (float64 accumulator, as ``fedmed.comm.aggregation``).
+* ``secure_bytes``: payload bytes of every message of one round in both
+  directions (MaskRequest, MaskedInput, UnmaskRequest, UnmaskResponse);
+  ``plain_bytes``: the n fp32 vectors sent up. Transport framing is excluded
+  for both. The delivery of the sum to its consumer is the same for both and
+  excluded.
+* ``key_setup_s`` / ``setup_bytes``: the once-per-run key agreement and
+  mask-key share distribution (wall = slowest party + server), amortised over
+  the run's rounds, reported separately.
+
+Masked vectors use a 32-bit ring (uint32, same size as fp32) with inputs in
+[-1, 1]; dropouts are ``floor(0.3 n)`` parties that vanish after the key setup
+and before sending their masked input, so the server must rebuild their mask
+keys and strip their pairwise masks. Times are medians over repetitions.
+
+Per VFL round (rows with 10 providers, d = 7 x 512 and 7 x 768, no dropouts;
+the issue's target is per round): ``round_secure_wall_s`` is one full VFL-CLIP
+training round of :func:`fedmed.tasks.vfl_clip.protocol.train_round` (the
+knowledge provider's text forward pass for ``T`` and backward pass for the
+Adam step, each provider's CoOp gradient on 700 embeddings, secure
+aggregation with the shipped 32-bit fixed point (range 1e6), every message
+through its byte form; a 64-bit ring's bytes are reported beside it),
+``round_plain_wall_s`` the same round with plain fp32 summation. All parties
+run one after another in one process, so the masking of all 10 providers is
+on the clock (an upper bound on the overhead). The text towers are ViT-B-16
+(d = 512) and ViT-L-14 (d = 768) with random weights (same cost as trained
+ones). ``round_key_setup_s`` is that run's once-per-run key setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from fedmed.bench.results import update_benchmarks_md, write_result
+from fedmed.privacy import FixedPointCodec, SecAggParty, SecAggServer
+from fedmed.privacy.protocol import Traffic
+from fedmed.tasks.vfl_clip.config import VflClipConfig
+from fedmed.tasks.vfl_clip.data import EmbeddedSplit
+from fedmed.tasks.vfl_clip.messages import AggregatedGradient
+from fedmed.tasks.vfl_clip.model import build_text_model
+from fedmed.tasks.vfl_clip.protocol import (
+    InProcessKnowledge,
+    inprocess_providers,
+    train_round,
+)
+from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider
+
+log = logging.getLogger(__name__)
+
+BENCH = "secagg"
+PROVIDERS = (2, 5, 10, 20)
+DIMS = (7 * 512, 7 * 768, 1_000_000)
+DROPOUT_FRACTIONS = (0.0, 0.3)
+ROUND_PROVIDERS = 10
+ROUND_TEXT_TOWERS = {7 * 512: "ViT-B-16", 7 * 768: "ViT-L-14"}
+ROUND_EXAMPLES = 700  # DermaMNIST's 7,007 training images over 10 providers
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def run_setup(n: int, traffic: Traffic) -> tuple[SecAggServer, dict, float]:
+    """Key setup; returns server, parties and the wall time (slowest party)."""
+    parties, party_s = {}, {}
+    for pid in range(n):
+        parties[pid], party_s[pid] = _timed(SecAggParty, pid)
+    ads = []
+    for pid, party in parties.items():
+        ad, t = _timed(party.advertise)
+        party_s[pid] += t
+        ads.append(ad)
+        traffic.record(ad)
+    server = SecAggServer()
+    directory, server_s = _timed(server.receive_advertisements, ads)
+    bundles = []
+    for pid, party in parties.items():
+        traffic.record(directory)
+        bundle, t = _timed(party.receive_directory, directory)
+        party_s[pid] += t
+        bundles.append(bundle)
+        traffic.record(bundle)
+    deliveries, t = _timed(server.route_setup_shares, bundles)
+    server_s += t
+    last = 0.0
+    for pid, delivery in deliveries.items():
+        traffic.record(delivery)
+        _, t = _timed(parties[pid].receive_setup_shares, delivery)
+        last = max(last, t)
+    return server, parties, max(party_s.values()) + server_s + last
+
+
+def secure_round(server, parties, round_id, vectors, codec, dropped, traffic):
+    """One secure round; returns (wall critical path, cpu total, decoded sum)."""
+    request, server_s = _timed(server.mask_request, round_id)
+    mask_s, inputs = [], []
+    for pid in request.active:
+        traffic.record(request)
+        masked, t = _timed(parties[pid].mask, request, vectors[pid], codec)
+        if pid not in dropped:
+            mask_s.append(t)
+            inputs.append(masked)
+            traffic.record(masked)
+    requests, t_route = _timed(server.route_masked_inputs, inputs)
+    unmask_s, responses = [], []
+    for pid, unmask_request in requests.items():
+        traffic.record(unmask_request)
+        response, t = _timed(parties[pid].unmask, unmask_request)
+        unmask_s.append(t)
+        responses.append(response)
+        traffic.record(response)
+    result, t_unmask = _timed(server.unmask, responses)
+    server_s += t_route + t_unmask
+    wall = max(mask_s) + max(unmask_s) + server_s
+    cpu = sum(mask_s) + sum(unmask_s) + server_s
+    return wall, cpu, result
+
+
+def plain_round(vectors, contributors):
+    """Plain aggregation: parties send fp32, the server sums them."""
+    party_s = []
+    sent = []
+    for pid in contributors:
+        payload, t = _timed(np.ascontiguousarray, vectors[pid], np.float32)
+        party_s.append(t)
+        sent.append(payload)
+    start = time.perf_counter()
+    total = np.zeros(sent[0].size, dtype=np.float64)
+    for payload in sent:
+        total += payload
+    server_s = time.perf_counter() - start
+    plain_bytes = sum(p.nbytes for p in sent)
+    return max(party_s) + server_s, sum(party_s) + server_s, total, plain_bytes
+
+
+def measure(n: int, dim: int, fraction: float, repeats: int) -> dict:
+    """Median secure and plain round figures for one configuration."""
+    rng = np.random.default_rng(n * 7919 + dim)
+    vectors = {p: rng.uniform(-1, 1, dim).astype(np.float32) for p in range(n)}
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=n)
+    num_dropped = int(np.floor(fraction * n))
+    dropped = set(range(1, 1 + num_dropped))  # never all, never the whole threshold
+    walls, cpus, plains, plain_cpus, setups = [], [], [], [], []
+    for repeat in range(repeats):
+        setup_traffic, round_traffic = Traffic(), Traffic()
+        server, parties, setup_s = run_setup(n, setup_traffic)
+        wall, cpu, result = secure_round(
+            server, parties, repeat + 1, vectors, codec, dropped, round_traffic
+        )
+        contributors = [p for p in range(n) if p not in dropped]
+        plain_wall, plain_cpu, plain_sum, plain_bytes = plain_round(
+            vectors, contributors
+        )
+        error = float(np.abs(result.values - plain_sum).max())
+        if error > n / codec.scale:
+            raise RuntimeError(f"secure sum is off by {error} for n={n}, d={dim}")
+        walls.append(wall)
+        cpus.append(cpu)
+        plains.append(plain_wall)
+        plain_cpus.append(plain_cpu)
+        setups.append(setup_s)
+    secure_wall, plain_wall = statistics.median(walls), statistics.median(plains)
+    secure_bytes = round_traffic.total
+    return {
+        "providers": n,
+        "dim": dim,
+        "dropout_fraction": fraction,
+        "dropouts": num_dropped,
+        "threshold": server.directory.threshold,
+        "secure_wall_s": secure_wall,
+        "plain_wall_s": plain_wall,
+        "time_ratio": secure_wall / plain_wall,
+        "secure_cpu_s": statistics.median(cpus),
+        "plain_cpu_s": statistics.median(plain_cpus),
+        "secure_bytes": secure_bytes,
+        "plain_bytes": plain_bytes,
+        "bytes_ratio": secure_bytes / plain_bytes,
+        "key_setup_s": statistics.median(setups),
+        "setup_bytes": setup_traffic.total,
+        "max_abs_error": error,
+    }
+
+
+def synthetic_providers(n: int, dim: int, seed: int) -> list[ImageProvider]:
+    """Image providers holding normalised random embeddings and labels."""
+    rng = np.random.default_rng(seed)
+    providers = []
+    for site in range(n):
+        points = rng.normal(size=(ROUND_EXAMPLES, dim)).astype(np.float32)
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        labels = rng.integers(0, 7, ROUND_EXAMPLES)
+        split = EmbeddedSplit(points, labels)
+        providers.append(ImageProvider(site, split, split))
+    return providers
+
+
+def plain_vfl_round(
+    providers: list[ImageProvider], knowledge: InProcessKnowledge, round_id: int
+) -> int:
+    """The same VFL round with plain fp32 summation; returns its payload bytes."""
+    text = knowledge.text_features(round_id)
+    total, sent = None, 0
+    for provider in providers:
+        vector = provider.gradient_vector(text).astype(np.float32)
+        received = np.frombuffer(vector.tobytes(), dtype=np.float32)
+        total = received.astype(np.float64) + (0.0 if total is None else total)
+        sent += vector.nbytes
+    num_classes, dim = text.features.shape
+    knowledge.apply(AggregatedGradient.from_sum(round_id, total, num_classes, dim))
+    return sent
+
+
+def vfl_parties(cfg: VflClipConfig, providers, traffic: Traffic):
+    """Knowledge provider (seed 0) and in-process providers after key setup."""
+    model = build_text_model(cfg, 0)
+    knowledge = InProcessKnowledge(KnowledgeProvider(model, cfg.lr), True, traffic)
+    (server, channel), setup_s = _timed(inprocess_providers, cfg, providers, True)
+    channel.traffic = traffic
+    return knowledge, server, channel, setup_s
+
+
+def secure_round_bytes(cfg: VflClipConfig, providers, rounds: int = 1) -> float:
+    """Payload bytes of one secure VFL round (T to every provider included)."""
+    traffic = Traffic()
+    knowledge, server, channel, _ = vfl_parties(cfg, providers, traffic)
+    for round_id in range(1, rounds + 1):
+        train_round(server, channel, knowledge, round_id)
+    down = len(providers) * knowledge.text_features(0).payload_bytes()
+    return traffic.total / rounds + down
+
+
+def measure_vfl_round(dim: int, repeats: int) -> dict:
+    """Median wall time and bytes of a full VFL round, secure vs plain."""
+    cfg = VflClipConfig(model=ROUND_TEXT_TOWERS[dim])  # shipped: 32-bit ring
+    providers = synthetic_providers(ROUND_PROVIDERS, dim // 7, seed=dim)
+    plain_traffic = Traffic()
+    secure_kp, server, channel, setup_s = vfl_parties(cfg, providers, Traffic())
+    plain_kp = InProcessKnowledge(
+        KnowledgeProvider(build_text_model(cfg, 0), cfg.lr), True, plain_traffic
+    )
+    secure_s, plain_s, plain_sent = [], [], 0
+    for round_id in range(1, repeats + 2):  # round 1 warms up both paths
+        _, t = _timed(train_round, server, channel, secure_kp, round_id)
+        sent, t_plain = _timed(plain_vfl_round, providers, plain_kp, round_id)
+        if round_id > 1:
+            secure_s.append(t)
+            plain_s.append(t_plain)
+            plain_sent += sent
+    text_down = ROUND_PROVIDERS * secure_kp.text_features(0).payload_bytes()
+    plain_bytes = plain_traffic.total / (repeats + 1) + text_down
+    plain_bytes += plain_sent / repeats
+    ring64 = replace(cfg, secagg_bits=64)
+    secure_bytes = secure_round_bytes(cfg, providers)
+    secure_bytes_64 = secure_round_bytes(ring64, providers)
+    secure_wall, plain_wall = statistics.median(secure_s), statistics.median(plain_s)
+    return {
+        "round_secure_wall_s": secure_wall,
+        "round_plain_wall_s": plain_wall,
+        "round_time_ratio": secure_wall / plain_wall,
+        "round_secure_bytes": secure_bytes,
+        "round_plain_bytes": plain_bytes,
+        "round_bytes_ratio": secure_bytes / plain_bytes,
+        "round_bytes_ratio_64bit_ring": secure_bytes_64 / plain_bytes,
+        "round_key_setup_s": setup_s,
+        "round_text_tower": cfg.model,
+    }
+
+
+def summary_notes(rows: list[dict]) -> str:
+    """Prose under the table, computed from the measured rows (nothing hard-coded)."""
+    target = [r for r in rows if r["providers"] == 10 and r["dropouts"] == 0]
+    lines = [
+        "secure_wall_s: critical path of one round with parties in parallel (slowest "
+        "party's masking + server routing + slowest unmask reply + server "
+        "unmasking); plain_wall_s: slowest party's fp32 preparation + server sum. "
+        "Bytes: payload of all round messages both ways vs n fp32 vectors. "
+        "32-bit ring, inputs in [-1, 1]; dropouts drop after the key setup, before "
+        "sending their masked input. Key setup (key_setup_s, setup_bytes) is once "
+        "per run.",
+    ]
+    for row in target:
+        time_ok = "met" if row["time_ratio"] <= 1.2 else "missed"
+        bytes_ok = "met" if row["bytes_ratio"] <= 1.1 else "missed"
+        lines.append(
+            f"Target at 10 providers, d={row['dim']:,}: time {row['time_ratio']:.1f}x "
+            f"(<= 1.2x {time_ok}), bytes {row['bytes_ratio']:.3f}x "
+            f"(<= 1.1x {bytes_ok}); secure round adds "
+            f"{1e3 * (row['secure_wall_s'] - row['plain_wall_s']):.1f} ms."
+        )
+    for row in (r for r in target if "round_time_ratio" in r):
+        time_ok = "met" if row["round_time_ratio"] <= 1.2 else "missed"
+        bytes_ok = "met" if row["round_bytes_ratio"] <= 1.1 else "missed"
+        lines.append(
+            f"Full VFL round at 10 providers, {row['round_text_tower']} text tower "
+            f"(d={row['dim']:,}): {row['round_secure_wall_s']:.2f} s secure vs "
+            f"{row['round_plain_wall_s']:.2f} s plain, time "
+            f"{row['round_time_ratio']:.2f}x (<= 1.2x {time_ok}); bytes "
+            f"{row['round_bytes_ratio']:.2f}x with the shipped 32-bit ring "
+            f"(<= 1.1x {bytes_ok}), {row['round_bytes_ratio_64bit_ring']:.2f}x "
+            "with vfl-clip.secagg-bits=64; key setup "
+            f"{1e3 * row['round_key_setup_s']:.0f} ms once per run."
+        )
+    if any(r["time_ratio"] > 1.2 for r in target):
+        lines.append(
+            "Why the aggregation-only time ratio is large (the per-round ratio "
+            "above is what the target is about): plain aggregation is one "
+            "memory-bound "
+            "vector add per party, while each party must expand n-1 pairwise masks "
+            "and one self mask (AES-256-CTR keystreams, n x d ring elements) and the "
+            "server expands n self masks (plus one per dropped-survivor pair); the "
+            "cost is O(n d) per party against O(d). In a deployment the secure round "
+            "also needs one extra round trip (unmasking), and both are usually "
+            "dominated by the network and the local training of a round; sparse "
+            "masking graphs (SecAgg+, Bell et al. 2020) would cut n-1 to O(log n)."
+        )
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small subset (~10 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    providers = (2, 10) if args.quick else PROVIDERS
+    dims = DIMS[:1] if args.quick else DIMS
+    rows = []
+    for n in providers:
+        for dim in dims:
+            for fraction in DROPOUT_FRACTIONS:
+                repeats = 5 if dim >= 100_000 else 9
+                row = measure(n, dim, fraction, 2 if args.quick else repeats)
+                rows.append(row)
+                log.info(
+                    "n=%2d d=%9s drop=%d: time x%.1f bytes x%.3f",
+                    n,
+                    f"{dim:,}",
+                    row["dropouts"],
+                    row["time_ratio"],
+                    row["bytes_ratio"],
+                )
+    for row in rows:
+        if (row["providers"], row["dropouts"]) == (ROUND_PROVIDERS, 0) and row[
+            "dim"
+        ] in ROUND_TEXT_TOWERS:
+            row.update(measure_vfl_round(row["dim"], 2 if args.quick else 5))
+            log.info(
+                "VFL round n=10 d=%s: time x%.3f bytes x%.3f",
+                f"{row['dim']:,}",
+                row["round_time_ratio"],
+                row["round_bytes_ratio"],
+            )
+    command = "python benchmarks/secagg.py" + (" --quick" if args.quick else "")
+    write_result(BENCH, rows, command, notes=summary_notes(rows))
+    update_benchmarks_md()
+
+
+if __name__ == "__main__":
+    main()

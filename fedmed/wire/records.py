@@ -1,0 +1,60 @@
+"""Message keys and tensor codecs every fedmed message shares.
+
+Wire keys use Flower's spellings. States travel as ``ArrayRecord`` of numpy
+arrays produced by :mod:`fedmed.comm.codecs`; nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from torch import Tensor
+
+from fedmed.comm.codecs import decode, encode
+
+ARRAYS = "arrays"
+METRICS = "metrics"
+CONFIG = "config"
+STATISTICS = "statistics"
+NUM_EXAMPLES = "num-examples"
+SITE_ID = "site-id"
+SERVER_ROUND = "server-round"
+
+
+def state_to_record(state: Mapping[str, Tensor], codec: str) -> ArrayRecord:
+    """Encode a tensor state for the wire."""
+    encoded = encode(state, codec)
+    return arrays_to_record({k: np.ascontiguousarray(v) for k, v in encoded.items()})
+
+
+def record_to_state(record: ArrayRecord) -> dict[str, Tensor]:
+    """Decode an ``ArrayRecord`` back to float32 tensors."""
+    return decode(record_to_arrays(record))
+
+
+def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Flat numpy arrays as an ``ArrayRecord`` (raw bytes, never pickled)."""
+    return ArrayRecord({name: Array(array) for name, array in arrays.items()})
+
+
+def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The numpy arrays of an ``ArrayRecord``, by name."""
+    return {name: record[name].numpy() for name in record}
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes of a message's payload: every array, metric and config record."""
+    total = 0
+    for record in content.values():
+        if isinstance(record, ArrayRecord | MetricRecord | ConfigRecord):
+            total += record.count_bytes()
+    return total
+
+
+def metric_record(values: Mapping[str, float | int | list[float]]) -> MetricRecord:
+    """A MetricRecord from plain numbers (NaN kept as float)."""
+    return MetricRecord(
+        {k: v if isinstance(v, list) else float(v) for k, v in values.items()}
+    )
