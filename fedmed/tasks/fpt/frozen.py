@@ -10,6 +10,7 @@ forward hook on each block's ``attn.qkv``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import timm
@@ -18,6 +19,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from fedmed.tasks.fpt.config import FptConfig
+
+log = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256
 
@@ -35,6 +38,8 @@ def create_vit(
     kwargs = {"img_size": cfg.high_res, "num_classes": num_classes}
     kwargs |= cfg.frozen_overrides()
     path = checkpoint_path(cfg) if device != "meta" else None
+    if device != "meta":
+        warn_if_randomly_initialised(cfg)
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)
         if path is None or device == "meta":
@@ -63,6 +68,27 @@ def checkpoint_path(cfg: FptConfig) -> Path | None:
             f"{cfg.frozen_model}, e.g. vit_base_patch16_384.augreg_in21k_ft_in1k"
         )
     return path
+
+
+def warn_if_randomly_initialised(cfg: FptConfig) -> None:
+    """Say loudly that a frozen ViT without ``fpt.checkpoint`` knows nothing.
+
+    FPT's prompts only summarise what the frozen model learned in pre-training;
+    random keys and values carry no such knowledge, so results are no measure
+    of the method. Shrunken test architectures (``frozen-*`` overrides), for
+    which no pre-trained weights exist, are reported at INFO level instead.
+    """
+    if cfg.checkpoint:
+        return
+    level = logging.INFO if cfg.frozen_overrides() else logging.WARNING
+    log.log(
+        level,
+        "fpt.checkpoint is empty: the frozen %s is randomly initialised, so its "
+        "keys and values carry no pre-trained knowledge and FPT results are "
+        "meaningless; set fpt.checkpoint to its timm weights file (e.g. "
+        "vit_base_patch16_384.augreg_in21k_ft_in1k)",
+        cfg.frozen_model,
+    )
 
 
 def _check_vit(model: nn.Module, name: str) -> None:

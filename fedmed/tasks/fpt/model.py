@@ -20,7 +20,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from fedmed.tasks.fpt.config import FptConfig
-from fedmed.tasks.fpt.frozen import FrozenKV, create_vit
+from fedmed.tasks.fpt.frozen import (
+    FrozenKV,
+    create_vit,
+    warn_if_randomly_initialised,
+)
 from fedmed.tasks.fpt.fusion import FineGrainedFusion
 
 log = logging.getLogger(__name__)
@@ -162,6 +166,8 @@ def build_fpt_model(cfg: FptConfig, seed: int) -> FptModel:
     architecture is read on the meta device and its K/V come from the cache.
     """
     live = not cfg.preload or cfg.side_init == "slice"
+    if not live:  # create_vit warns only when it materialises the weights
+        warn_if_randomly_initialised(cfg)
     vit = create_vit(cfg, seed, device=None if live else "meta")
     side = create_side_vit(cfg, vit, seed)
     if cfg.side_init == "slice":

@@ -6,6 +6,10 @@ lr 1e-5, Dice loss, 15 epochs (binary) or 50 (SAMBA-mc), box jitter 0..19 px,
 ReduceLROnPlateau(0.25, 5); a 116k-parameter monai 3D U-Net voting network
 (in 7, out 3, channels 16/32/64, strides 2/2) trained with Adam 1e-3 and early
 stopping; a YOLOv8n localizer at 256 px for 150 epochs.
+
+Epoch budgets (``epochs``, ``voting-epochs``, ``yolo-epochs``) are totals over
+a federated run of ``num-server-rounds``, not per round; the per-round split
+is :mod:`fedmed.tasks.samba.schedule`.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ class SambaConfig:
     ``prompt``: ``tumour`` (box around the tumour, the paper's method) or
     ``brain`` (box around the brain, the paper's weaker baseline).
     ``localizer``: ``off``, ``local`` (YOLO trained per site, never sent) or
-    ``federated`` (YOLO weights are exchanged as well). ``epochs``: local
-    decoder epochs per round, 0 meaning the paper's 15 (binary) or 50 (mc).
+    ``federated`` (YOLO weights are exchanged as well). ``epochs``: decoder
+    epochs over the whole run, 0 meaning the paper's 15 (binary) or 50 (mc);
+    the voting net trains once, in the last round (see ``schedule``).
     """
 
     sam_model: SamModel = "vit_b"
@@ -144,7 +149,7 @@ class SambaConfig:
 
     @property
     def decoder_epochs(self) -> int:
-        """Local decoder epochs: ``samba.epochs``, or when 0 the paper's 15 / 50."""
+        """Decoder epochs of the run: ``samba.epochs``, or if 0 the paper's 15 / 50."""
         return self.epochs or PAPER_EPOCHS[self.variant]
 
     @property

@@ -147,19 +147,25 @@ def export_yolo_dataset(
 
 
 def train_localizer(
-    localizer: nn.Module, data_yaml: Path, cfg: SambaConfig, workdir: Path, seed: int
+    localizer: nn.Module,
+    data_yaml: Path,
+    cfg: SambaConfig,
+    workdir: Path,
+    seed: int,
+    epochs: int,
 ) -> dict[str, float]:
-    """Train ``localizer`` in place with ultralytics' detection trainer, offline.
+    """Train ``localizer`` in place for ``epochs`` with ultralytics, offline.
 
-    The trainer is handed the in-memory model (so federated weights are the
-    starting point); its EMA weights, which ultralytics treats as the result,
-    are copied back into ``localizer``.
+    ``epochs`` is this round's share of ``samba.yolo-epochs``
+    (:mod:`fedmed.tasks.samba.schedule`). The trainer is handed the in-memory
+    model (so federated weights are the starting point); its EMA weights,
+    which ultralytics treats as the result, are copied back into ``localizer``.
     """
     prepare_ultralytics()
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     overrides = {
-        "model": cfg.yolo_model, "data": str(data_yaml), "epochs": cfg.yolo_epochs,
+        "model": cfg.yolo_model, "data": str(data_yaml), "epochs": epochs,
         "imgsz": cfg.yolo_imgsz, "batch": cfg.yolo_batch, "workers": 0,
         "device": "0" if torch.cuda.is_available() else "cpu", "amp": False,
         "plots": False, "project": str(workdir), "name": "train", "exist_ok": True,

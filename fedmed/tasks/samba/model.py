@@ -1,10 +1,12 @@
 """SAMBA's model: frozen SAM encoders, trainable mask decoder, voting net, localizer.
 
 SAMBA Sec. 2.3: "SAM's image and prompt encoders remain frozen, while the
-decoder is specifically fine-tuned". Only the mask decoder (plus the voting
-network, and the YOLO localizer when it is federated) ever leaves a site; the
-image encoder (93% of vit_b's bytes) stays home, and so do its cached
-embeddings.
+decoder is specifically fine-tuned". Only the trained part of the mask decoder
+(plus the voting network, and the YOLO localizer when it is federated) ever
+leaves a site; the image encoder (93% of vit_b's bytes) stays home, and so do
+its cached embeddings. Decoder parameters the loss never moves (the IoU head,
+the output MLPs of unused masks, attention key biases) are frozen and stay
+home too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+from segment_anything.modeling.transformer import Attention
 from torch import nn
 
 from fedmed.tasks.samba.config import SambaConfig
@@ -154,12 +157,50 @@ def freeze_encoders(sam: Sam) -> None:
         param.requires_grad_(True)
 
 
+def untrained_decoder_parameters(
+    decoder: MaskDecoder, variant: str
+) -> list[nn.Parameter]:
+    """Decoder parameters that SAMBA's loss never moves (gradient zero or absent).
+
+    * The IoU prediction head: the Dice loss is on mask logits only.
+    * Output MLPs of masks nobody reads: binary SAMBA reads the single-mask
+      output (hypernetwork MLP 0), SAMBA-mc the three multimask outputs
+      (MLPs 1-3).
+    * The key-projection bias of every attention: it adds the same ``q . b``
+      to all of a query's scores, which the softmax cancels, so its gradient
+      is zero up to rounding.
+
+    The IoU and mask tokens do train: every output token attends, and is
+    attended to, in the two-way transformer.
+    """
+    used = {0} if variant == "binary" else {1, 2, 3}
+    modules = [decoder.iou_prediction_head] + [
+        mlp
+        for index, mlp in enumerate(decoder.output_hypernetworks_mlps)
+        if index not in used
+    ]
+    params = [p for module in modules for p in module.parameters()]
+    params += [
+        module.k_proj.bias
+        for module in decoder.transformer.modules()
+        if isinstance(module, Attention) and module.k_proj.bias is not None
+    ]
+    return params
+
+
+def freeze_untrained_decoder_parameters(sam: Sam, variant: str) -> None:
+    """Freeze what never trains, so that only trained tensors leave a site."""
+    for param in untrained_decoder_parameters(sam.mask_decoder, variant):
+        param.requires_grad_(False)
+
+
 def build_samba_model(cfg: SambaConfig, seed: int) -> SambaModel:
     """Deterministic SAMBA model: same weights on every site for the same seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sam, description = build_sam(cfg)
         freeze_encoders(sam)
+        freeze_untrained_decoder_parameters(sam, cfg.variant)
         voting = build_voting_net(cfg) if cfg.voting else None
         localizer = None
         if cfg.localizer != "off":

@@ -48,6 +48,7 @@ from fedmed.tasks.samba.model import (
     initial_decoder,
 )
 from fedmed.tasks.samba.overlays import write_overlay
+from fedmed.tasks.samba.schedule import round_plan
 from fedmed.tasks.samba.train import train_decoder
 from fedmed.tasks.samba.voting import train_voting
 
@@ -68,6 +69,7 @@ class SambaTask(Task):
 
     def __init__(self, cfg: SambaConfig, platform: PlatformConfig) -> None:
         super().__init__(cfg, platform)
+        self.num_rounds = platform.num_server_rounds
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def build_model(self) -> SambaModel:
@@ -106,21 +108,32 @@ class SambaTask(Task):
     def fit(
         self, model: nn.Module, data: SiteData, round_config: FlatConfig
     ) -> RoundResult:
+        """One round of the run's schedule (:mod:`fedmed.tasks.samba.schedule`)."""
         server_round = int(round_config.get("server-round", 1))
+        plan = round_plan(self.cfg, server_round, self.num_rounds)
+        if server_round > self.num_rounds:
+            logger.warning(
+                "round %d is past num-server-rounds = %d: SAMBA's epoch budgets are "
+                "spent, nothing trains this round",
+                server_round,
+                self.num_rounds,
+            )
         rng = np.random.default_rng([self.seed, server_round, data.site_id + 1])
         lr = float(round_config.get("lr", self.cfg.lr))
         cache = self._cache(model)
         samples = training_samples(cases_of(data.train), self.cfg, cache)
-        report = train_decoder(
-            model.sam, samples, self.cfg, lr, self.cfg.decoder_epochs, rng
-        )
-        metrics = {"decoder_samples": float(report.num_samples)}
+        epochs = plan.decoder_epochs
+        report = train_decoder(model.sam, samples, self.cfg, lr, epochs, rng)
+        metrics = {
+            "decoder_samples": float(report.num_samples),
+            "decoder_epochs": float(report.epochs),
+        }
         if report.epochs:
             metrics["decoder_dice_loss"] = report.loss
-        if model.voting is not None:
+        if model.voting is not None and plan.train_voting:
             metrics.update(self._fit_voting(model, data, cache, rng))
-        if model.localizer is not None:
-            metrics.update(self._fit_localizer(model, data, rng))
+        if model.localizer is not None and plan.localizer_epochs:
+            metrics.update(self._fit_localizer(model, data, rng, plan.localizer_epochs))
         return RoundResult(num_examples=report.num_samples, metrics=metrics)
 
     def _fit_voting(self, model, data, cache, rng) -> dict[str, float]:
@@ -147,7 +160,7 @@ class SambaTask(Task):
             cache_root(self.cfg, cases[0]) / f"localizer-site{data.site_id}.safetensors"
         )
 
-    def _fit_localizer(self, model, data, rng) -> dict[str, float]:
+    def _fit_localizer(self, model, data, rng, epochs: int) -> dict[str, float]:
         from fedmed.tasks.samba.localizer import export_yolo_dataset, train_localizer
 
         self._restore_local_localizer(model, data)
@@ -160,7 +173,12 @@ class SambaTask(Task):
                 rng,
             )
             metrics = train_localizer(
-                model.localizer, data_yaml, self.cfg, Path(tmp) / "runs", self.seed
+                model.localizer,
+                data_yaml,
+                self.cfg,
+                Path(tmp) / "runs",
+                self.seed,
+                epochs,
             )
         path = self._local_localizer_path(data)
         if path is not None:

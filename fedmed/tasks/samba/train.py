@@ -167,9 +167,8 @@ def train_decoder(
         return DecoderReport(float("nan"), len(samples), 0)
     decoder = sam.mask_decoder
     decoder.train()
-    optimiser = torch.optim.Adam(
-        decoder.parameters(), lr=lr, weight_decay=cfg.weight_decay
-    )
+    trained = [p for p in decoder.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trained, lr=lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )

@@ -35,14 +35,40 @@ PAINT_ORDER = (SNFH, ET_LABEL, NETC)
 
 
 def build_voting_net(cfg: SambaConfig) -> UNet:
-    """The authors' monai 3D U-Net; 116,343 parameters for 7 input channels."""
-    return UNet(
+    """The authors' monai 3D U-Net; 116,343 parameters for 7 input channels.
+
+    The conv biases that feed an instance norm are frozen (see
+    :func:`inert_conv_biases`): they never train, so they never travel.
+    """
+    net = UNet(
         spatial_dims=3,
         in_channels=cfg.voting_in_channels,
         out_channels=len(VOTING_LABELS),
         channels=cfg.voting_channels_tuple,
         strides=cfg.voting_strides_tuple,
     )
+    for bias in inert_conv_biases(net):
+        bias.requires_grad_(False)
+    return net
+
+
+def inert_conv_biases(net: nn.Module) -> list[nn.Parameter]:
+    """Conv biases followed directly by an instance norm (monai ``ADN`` order "N..").
+
+    Instance norm subtracts each channel's mean over the volume, which removes
+    a per-channel bias exactly: the bias never changes the output and its
+    gradient is zero up to rounding.
+    """
+    inert = []
+    for module in net.modules():
+        adn = getattr(module, "adn", None)
+        conv = getattr(module, "conv", None)
+        if adn is None or conv is None or getattr(conv, "bias", None) is None:
+            continue
+        first = next(iter(adn.children()), None)
+        if isinstance(first, nn.modules.instancenorm._InstanceNorm):
+            inert.append(conv.bias)
+    return inert
 
 
 def volume_normalise(volume: np.ndarray) -> np.ndarray:
@@ -143,7 +169,8 @@ def train_voting(
     validation cases the net trains for ``voting-epochs`` and keeps the last weights.
     """
     loss_fn = DiceLoss(sigmoid=True)
-    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.voting_lr)
+    trained = [p for p in net.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trained, lr=cfg.voting_lr)
     best_val, best_state, stale = float("inf"), None, 0
     train_loss, epochs_run = float("nan"), 0
     for _ in range(cfg.voting_epochs):

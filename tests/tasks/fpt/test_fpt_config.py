@@ -1,7 +1,9 @@
-"""FPT run config: paper defaults, validation, shipped configs, user checkpoints."""
+"""FPT run config: paper defaults, validation, shipped configs, user checkpoints,
+and the warning when the frozen model has no checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from safetensors.torch import save_file
 from fedmed.config import ConfigError, parse_section
 from fedmed.tasks.fpt.config import FptConfig
 from fedmed.tasks.fpt.frozen import create_vit
+from fedmed.tasks.fpt.model import build_fpt_model
 from fedmed.tasks.registry import get_task
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -91,3 +94,55 @@ def test_user_checkpoint_is_loaded_with_position_embeddings_resampled(tmp_path):
         vit.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight
     )
     torch.testing.assert_close(vit.pos_embed[:, 0], source.pos_embed[:, 0])
+
+
+def _records(caplog, level):
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "fedmed.tasks.fpt.frozen" and r.levelno == level
+    ]
+
+
+def test_randomly_initialised_frozen_vit_is_a_warning(caplog):
+    # Prepare: a real timm architecture, no checkpoint
+    cfg = FptConfig(frozen_model="vit_tiny_patch16_224", high_res=32)
+    # Execute
+    with caplog.at_level(logging.INFO):
+        create_vit(cfg, seed=0)
+    # Assert
+    [message] = _records(caplog, logging.WARNING)
+    assert "vit_tiny_patch16_224 is randomly initialised" in message
+    assert "set fpt.checkpoint" in message
+
+
+def test_preloading_build_warns_although_the_frozen_vit_stays_on_meta(caplog):
+    # Prepare: with preloading, build_model never materialises the frozen weights
+    cfg = FptConfig(frozen_model="vit_tiny_patch16_224", high_res=32, low_res=32)
+    # Execute
+    with caplog.at_level(logging.INFO):
+        model = build_fpt_model(cfg, seed=0)
+    # Assert
+    assert model.frozen is None
+    assert len(_records(caplog, logging.WARNING)) == 1
+
+
+def test_no_warning_with_a_checkpoint_and_info_for_test_architectures(tmp_path, caplog):
+    # Prepare
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32)
+    save_file(source.state_dict(), str(tmp_path / "vit.safetensors"))
+    loaded = FptConfig(
+        frozen_model="vit_tiny_patch16_224",
+        checkpoint=str(tmp_path / "vit.safetensors"),
+        high_res=32,
+    )
+    shrunken = FptConfig(
+        frozen_depth=2, frozen_embed_dim=32, frozen_num_heads=4, high_res=32
+    )
+    # Execute
+    with caplog.at_level(logging.INFO):
+        create_vit(loaded, seed=0)
+        create_vit(shrunken, seed=0)
+    # Assert
+    assert _records(caplog, logging.WARNING) == []
+    assert len(_records(caplog, logging.INFO)) == 1

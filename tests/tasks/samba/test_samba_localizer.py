@@ -50,14 +50,16 @@ def test_yolo_trains_one_epoch_offline(phantoms, tmp_path, tiny_config, monkeypa
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    cfg = tiny_config(localizer="local", yolo_epochs=1, yolo_imgsz=64, yolo_batch=8)
+    cfg = tiny_config(localizer="local", yolo_imgsz=64, yolo_batch=8)
     cases = find_cases(phantoms / "site_1")
     rng = np.random.default_rng(0)
     data_yaml = export_yolo_dataset(tmp_path / "data", cases[:1], cases[1:2], cfg, rng)
     localizer = build_localizer(cfg)
     before = {k: v.clone() for k, v in localizer.state_dict().items()}
     # Execute
-    metrics = train_localizer(localizer, data_yaml, cfg, tmp_path / "runs", seed=0)
+    metrics = train_localizer(
+        localizer, data_yaml, cfg, tmp_path / "runs", seed=0, epochs=1
+    )
     volume = cases[2].load()
     images = [volume.images["flair"][:, :, z].astype(np.uint8) for z in range(4)]
     boxes = detect_boxes(localizer, images, cfg)
