@@ -5,8 +5,10 @@ The same topology as docker-compose.yml, as plain ``flower-superlink`` /
 SuperNode authentication with one registered key per site, the SuperLink's
 state in a database file (so a restarted SuperLink knows its sites again).
 
-Every process is started in its own process group and stopped by that group's
-id, so the ServerApp/ClientApp children the Flower processes spawn go with them.
+Every process is started with the deployment's tag in its environment
+(``fedmed.deploy.processes``), which Flower's helpers inherit: stopping the
+deployment stops the SuperExec, ServerApp and ClientApp processes the Flower
+programs started in sessions of their own, and returns only once all are gone.
 Flower commands are run as subprocesses: this module imports no Flower code.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -23,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import tomli_w
 
 from fedmed.deploy.certs import CertLayout
+from fedmed.deploy.processes import DeploymentProcesses, ProcessesSurvived
 from fedmed.deploy.registration import (
     CONNECTION,
     flower_bin,
@@ -98,7 +99,7 @@ class LocalDeployment:
     sites: list[Site]
     superlink_port: int = field(default_factory=free_port)
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
-    _groups: set[int] = field(default_factory=set, init=False)
+    processes: DeploymentProcesses = field(default_factory=DeploymentProcesses)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -120,8 +121,8 @@ class LocalDeployment:
         return self.workdir / "superlink.db"
 
     def env(self) -> dict[str, str]:
-        """Process environment: hermetic, and Flower state under the workdir."""
-        env = flower_env(self.flwr_home)
+        """Process environment: hermetic, Flower state under the workdir, tagged."""
+        env = self.processes.environment(flower_env(self.flwr_home))
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
@@ -142,7 +143,7 @@ class LocalDeployment:
         )
         logfile.close()
         self._procs[name] = proc
-        self._groups.add(proc.pid)
+        self.processes.adopt(proc.pid)
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(command))
         return proc
 
@@ -249,27 +250,28 @@ class LocalDeployment:
             proc.wait(timeout=30)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every process group this deployment started (by id), then reap."""
-        for pgid in self._groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self._procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for pgid in self._groups:
-            _signal_group(pgid, signal.SIGKILL)
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.wait(timeout=10)
-        for pgid in self._groups:
-            _wait_group_gone(pgid, timeout_s=10.0)
-        self._groups.clear()
+        """Stop every process of the deployment and return once all are gone.
+
+        Raises:
+            ProcessesSurvived: a process outlived SIGKILL (named in the error).
+        """
+        try:
+            self.processes.stop(grace_s=grace_s)
+        finally:
+            for proc in self._procs.values():  # reap our own children
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
 
     def __enter__(self) -> LocalDeployment:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.stop()
+        except ProcessesSurvived:
+            if exc_type is None:
+                raise
+            log.exception("stopping the deployment after an error")
 
     # ------------------------------------------------------------- runs
     def submit(self, app_dir: Path, run_config: Path) -> int:
@@ -307,37 +309,6 @@ class LocalDeployment:
         """How many registered SuperNodes the SuperLink sees online."""
         reply = json_reply(self.flwr("supernode", "list", "--format", "json"))
         return sum(n.get("status") == "online" for n in reply.get("nodes", []))
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is still in the group."""
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if (
-                os.getpgid(proc.pid) == pgid
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                return True
-    return False
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    """Wait until a killed group's grandchildren have died (SIGKILL is async).
-
-    Children of the processes we started are not ours to ``wait`` on; until
-    they are gone they may still hold ports or files a restart needs.
-    """
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pgid):
-        if time.monotonic() > deadline:
-            log.warning("process group %d still has live members after SIGKILL", pgid)
-            return
-        time.sleep(0.05)
 
 
 def write_run_config(config: Mapping[str, object], path: Path) -> Path:
