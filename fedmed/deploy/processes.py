@@ -13,7 +13,9 @@ Instead every process a deployment starts carries a tag in its environment
 environment (Flower passes none of its own), so the tag marks the whole tree,
 also after a child was re-parented to init. ``DeploymentProcesses.stop`` asks
 every tagged process to terminate, kills what is left after a grace period and
-returns only when none is alive, or raises naming the survivors.
+returns only when none is alive, or raises naming the survivors. A process once
+found stays tracked until it is gone: while a killed process exits, its
+environment may already read as empty although it is not yet a zombie.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class ProcessesSurvived(RuntimeError):
 
 def _alive(proc: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     return False
 
 
@@ -57,6 +59,7 @@ class DeploymentProcesses:
     def __init__(self, deployment_id: str | None = None) -> None:
         self.deployment_id = deployment_id or uuid.uuid4().hex
         self._roots: set[int] = set()
+        self._seen: dict[int, psutil.Process] = {}
         self._self_and_ancestors = {os.getpid(), *(p.pid for p in _parents())}
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
@@ -68,8 +71,12 @@ class DeploymentProcesses:
         self._roots.add(pid)
 
     def members(self) -> list[psutil.Process]:
-        """Live processes carrying the tag, plus live descendants of adopted ones."""
-        found: dict[int, psutil.Process] = {}
+        """Live processes carrying the tag or descending from adopted ones.
+
+        Includes every process found by an earlier call that is still alive
+        (``psutil.Process`` checks its start time, so a reused pid is not it).
+        """
+        found = {pid: p for pid, p in self._seen.items() if _alive(p)}
         for proc in psutil.process_iter():
             if proc.pid in self._self_and_ancestors:
                 continue
@@ -82,6 +89,7 @@ class DeploymentProcesses:
                 for proc in [root, *root.children(recursive=True)]:
                     if _alive(proc):
                         found.setdefault(proc.pid, proc)
+        self._seen = found
         return list(found.values())
 
     def signal_all(self, sig: int) -> int:
@@ -120,6 +128,7 @@ class DeploymentProcesses:
                     f"{kill_timeout_s} s after SIGKILL: {_describe(survivors)}"
                 )
         self._roots.clear()
+        self._seen.clear()
 
 
 def _parents() -> list[psutil.Process]:
