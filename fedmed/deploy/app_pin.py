@@ -12,9 +12,9 @@ A check inside the ClientApp would not help: the ClientApp is part of the FAB,
 so a modified app simply leaves the check out. The check must run in code the
 site installed itself, i.e. in the SuperNode process.
 
-The FAB is built by Flower itself (``flwr build``, the same builder ``flwr
-run`` uses: fixed timestamps, sorted files), so the coordinator can publish the
-hash of a release (``fedmed deploy app-hash``) and each site can rebuild it
+The FAB is built by Flower's own builder, the function ``flwr run`` calls
+(fixed timestamps, sorted files), so the coordinator can publish the hash of a
+release (``fedmed deploy app-hash``) and each site can rebuild it
 from the same source and compare before trusting it.
 """
 
@@ -24,13 +24,18 @@ import hashlib
 import io
 import re
 import subprocess
-import tempfile
+import sys
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 TRUSTED_APPS = "trusted-apps.txt"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_BUILD = (
+    "import sys; from pathlib import Path; "
+    "from flwr.cli.build import build_fab_from_disk; "
+    "sys.stdout.buffer.write(build_fab_from_disk(Path(sys.argv[1])))"
+)
 
 
 class UntrustedApp(RuntimeError):
@@ -43,30 +48,27 @@ def fab_sha256(fab: bytes) -> str:
 
 
 def build_fab(app_dir: Path) -> bytes:
-    """The FAB ``flwr run app_dir`` would submit, built by ``flwr build``.
+    """The FAB ``flwr run app_dir`` would submit, by Flower's own builder.
+
+    Built in a child interpreter (fedmed's library imports no Flower code),
+    with the function ``flwr run`` calls, so the bytes and hash are the ones
+    the SuperNodes receive.
 
     Raises:
         RuntimeError: Flower refused to build the app (its message included).
     """
-    from fedmed.deploy.registration import flower_bin, flower_env
-
-    with tempfile.TemporaryDirectory(prefix="fedmed-fab-") as out:
-        done = subprocess.run(
-            [flower_bin("flwr"), "build", "--app", str(Path(app_dir).resolve())],
-            cwd=out,
-            env=flower_env(Path(out) / "flwr-home"),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD, str(Path(app_dir).resolve())],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"building the FAB of {app_dir} failed: "
+            f"{done.stderr.decode(errors='replace')[-2000:]}"
         )
-        fabs = list(Path(out).glob("*.fab"))
-        if done.returncode != 0 or len(fabs) != 1:
-            raise RuntimeError(
-                f"'flwr build --app {app_dir}' failed ({done.returncode}): "
-                f"{(done.stdout + done.stderr)[-2000:]}"
-            )
-        return fabs[0].read_bytes()
+    return done.stdout
 
 
 def fab_files(fab: bytes) -> list[str]:
