@@ -2,7 +2,10 @@
 
 In the spirit of Flower's reconnection test: the SuperLink is killed and
 restarted on its state database, SuperNodes are killed mid-round; the run
-must reach its configured rounds with every round's checkpoint present.
+must reach its configured rounds with every round's checkpoint present. With
+the SuperLink in process isolation the ServerApp runs under the separate
+SuperExec and reconnects to the restarted SuperLink; had it died, the run would
+be resubmitted with ``resume=true`` (``drive_run``).
 """
 
 import json
@@ -66,7 +69,10 @@ def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
             deployment.start_superexec()
         # ... then crash site 1 in the middle of round 2 and bring it back
         wait_for(
-            lambda: _resumed_run_running(deployment), 400, "the resumed run", poll_s=3.0
+            lambda: _run_running(deployment),
+            400,
+            "the run after the restart",
+            poll_s=3.0,
         )
         time.sleep(10)  # the sites are now inside round 2
         deployment.kill("site-1", signal.SIGKILL)
@@ -75,7 +81,7 @@ def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
     elapsed = time.monotonic() - started
     # Assert
     assert worker.error is None, worker.error
-    assert worker.outcome.rounds_completed == 3 and len(worker.outcome.run_ids) >= 2
+    assert worker.outcome.rounds_completed == 3
     summary = json.loads((run / "summary.json").read_text())
     assert summary["rounds_completed"] == 3
     for k in (1, 2, 3):
@@ -87,14 +93,14 @@ def test_run_survives_superlink_restart_and_a_crashed_site(tmp_path):
     check_contract("run", run)
 
 
-def _resumed_run_running(deployment: LocalDeployment) -> bool:
-    """The run was resubmitted after the SuperLink crash and is executing."""
+def _run_running(deployment: LocalDeployment) -> bool:
+    """The restarted SuperLink answers and a run (continued or resumed) executes."""
     reply = deployment.flwr("ls", "--format", "json").stdout
     try:
         runs = json.loads(reply[reply.find("{") :]).get("runs", [])
     except json.JSONDecodeError:
         return False
-    return len(runs) >= 2 and any(r.get("status") == "running" for r in runs)
+    return any(r.get("status") == "running" for r in runs)
 
 
 @pytest.mark.timeout(600)
