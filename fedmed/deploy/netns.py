@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class NamespaceNetwork:
     subnet: int = field(default_factory=lambda: 16 + secrets.randbelow(200))
     prefix: str = field(default_factory=lambda: f"fm{secrets.token_hex(2)}")
     made: list[str] = field(default_factory=list, init=False)
+    _shaped: set[tuple[str, str]] = field(default_factory=set, init=False)
 
     # ------------------------------------------------------------- names
     def namespace(self, host: str) -> str:
@@ -135,29 +137,35 @@ class NamespaceNetwork:
         _run("ip", "-n", name, "link", "set", inner, "up")
 
     def shape(self, site_id: int, mbit: float) -> None:
-        """Limit site ``site_id``'s link to ``mbit`` Mbit/s, both directions."""
+        """Limit site ``site_id``'s link to ``mbit`` Mbit/s, both directions.
+
+        The first call adds an HTB qdisc with one class; later calls change
+        that class's rate (HTB does not support replacing the qdisc).
+        """
         host = self.site_host(site_id)
         inner, outer = self._veth(host)
+        rate = f"{mbit}mbit"
         for namespace, device in (
             (self.namespace(host), inner),
             (self.namespace("hub"), outer),
         ):
-            rate = f"{mbit}mbit"
-            _run(
-                "tc",
-                "-n",
-                namespace,
-                "qdisc",
-                "replace",
-                "dev",
-                device,
-                "root",
-                "handle",
-                "1:",
-                "htb",
-                "default",
-                "10",
-            )
+            if (namespace, device) not in self._shaped:
+                _run(
+                    "tc",
+                    "-n",
+                    namespace,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    device,
+                    "root",
+                    "handle",
+                    "1:",
+                    "htb",
+                    "default",
+                    "10",
+                )
+                self._shaped.add((namespace, device))
             _run(
                 "tc",
                 "-n",
@@ -176,6 +184,17 @@ class NamespaceNetwork:
                 "ceil",
                 rate,
             )
+
+    def rate_mbit(self, site_id: int) -> float:
+        """The rate of the site's uplink class as tc reports it (Mbit/s)."""
+        host = self.site_host(site_id)
+        inner, _ = self._veth(host)
+        shown = _run("tc", "-n", self.namespace(host), "class", "show", "dev", inner)
+        match = re.search(r"rate (\d+(?:\.\d+)?)([KMG]?)bit", shown)
+        if not match:
+            raise NetnsError(f"no HTB class on {inner}: {shown.strip()}")
+        scale = {"": 1e-6, "K": 1e-3, "M": 1.0, "G": 1e3}[match.group(2)]
+        return float(match.group(1)) * scale
 
     def cut(self, site_id: int) -> None:
         """Take the site's link down (its side), like a pulled cable."""
