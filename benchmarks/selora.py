@@ -41,7 +41,6 @@ from fedmed.bench.results import (  # noqa: E402
     update_benchmarks_md,
     write_result,
 )
-from fedmed.records import state_to_record  # noqa: E402
 from fedmed.tasks import get_task  # noqa: E402
 from fedmed.tasks.selora.aggregation import (  # noqa: E402
     aggregate_product_space,
@@ -63,6 +62,7 @@ from fedmed.tasks.selora.model import (  # noqa: E402
     inject_adapters,
     trainable_summary,
 )
+from fedmed.wire import state_to_record  # noqa: E402
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "selora_tiny.toml"
 METHODS = {  # label -> (method, baseline rank)

@@ -1,5 +1,8 @@
-# SuperNode of one site, with the fedmed ClientApp (runs in a subprocess).
-# Built from the project's own package (wheel) with pinned dependencies.
+# SuperNode of one site, with the fedmed ClientApp (runs in a subprocess). It
+# starts through clients.site_supernode: only pinned app hashes run.
+# Built from the project's own package (wheel); every other package is pinned in
+# docker/requirements-app.txt and installed without resolution (no Ray,
+# headless OpenCV: nothing needs libGL).
 # Build (CPU):  docker build -f docker/supernode.Dockerfile -t fedmed/supernode:0.1.0 .
 # Build (CUDA): add --build-arg TORCH_VARIANT=cu130 (any PyTorch wheel index name).
 # Keys, certificates and data are mounted at run time, never baked in.
@@ -32,17 +35,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLWR_HOME=/home/app/.flwr \
     YOLO_CONFIG_DIR=/home/app/.config/yolo
 
-COPY docker/constraints.txt /tmp/constraints.txt
+COPY docker/requirements-app.txt /tmp/requirements.txt
 COPY --from=wheel /wheels /tmp/wheels
 RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install --constraint /tmp/constraints.txt /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels /tmp/constraints.txt \
+    && pip install --no-deps -r /tmp/requirements.txt /tmp/wheels/*.whl \
+    && python -c "import cv2, flwr, fedmed" \
+    && rm -rf /tmp/wheels /tmp/requirements.txt \
     && useradd --create-home --uid "${APP_UID}" app \
     && mkdir -p /app/runs /data && chown app:app /app/runs
 
 USER app
 WORKDIR /app
 VOLUME ["/data"]
-ENTRYPOINT ["flower-supernode"]
+ENTRYPOINT ["python", "-m", "clients.site_supernode"]
 CMD ["--help"]

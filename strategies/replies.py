@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from logging import ERROR, WARNING
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore import log
 from torch import Tensor

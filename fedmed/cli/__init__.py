@@ -2,8 +2,8 @@
 
 The top floor of the package: each subcommand lives in its own module
 (:mod:`fedmed.cli.run`, :mod:`fedmed.cli.data`, :mod:`fedmed.cli.report`,
-:mod:`fedmed.cli.deploy`, :mod:`fedmed.cli.bench`) and loads what it drives
-only when it runs, so ``fedmed --help`` stays fast.
+:mod:`fedmed.cli.deploy`, :mod:`fedmed.cli.site`, :mod:`fedmed.cli.bench`)
+and loads what it drives only when it runs, so ``fedmed --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from fedmed.cli.data import data_app
 from fedmed.cli.deploy import certs, deploy_app
 from fedmed.cli.report import report
 from fedmed.cli.run import demo, simulate
+from fedmed.cli.site import site_app
 
 app = typer.Typer(
     help="Federated fine-tuning of medical-imaging foundation models.",
@@ -30,6 +31,7 @@ app.command("demo")(demo)
 app.add_typer(data_app, name="data")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(bench_app, name="bench")
+app.add_typer(site_app, name="site")
 
 
 def main() -> None:

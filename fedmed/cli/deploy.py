@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from fedmed.cli.site import sites_app
+
 deploy_app = typer.Typer(
     help="Run the federation as real SuperLink/SuperNode processes (TLS + node auth).",
     no_args_is_help=True,
@@ -21,28 +23,36 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def certs(
     out: Path = typer.Option(Path("certs"), help="Folder docker-compose.yml mounts."),
-    sites: int = typer.Option(3, min=1, help="Sites that get an authentication key."),
     san: list[str] = typer.Option(
-        [], "--san", help="Extra DNS name/IP of the SuperLink (repeatable)."
+        [], "--san", help="DNS name/IP sites dial (the gate's host; repeatable)."
     ),
     force: bool = typer.Option(
-        False, help="Regenerate everything (all sites must be re-registered)."
+        False, help="Regenerate everything (every site then needs the new ca.crt)."
+    ),
+    renew: bool = typer.Option(
+        False, help="Re-issue the SuperLink certificate from the same CA."
     ),
 ) -> None:
-    """Write the CA, the SuperLink TLS certificate and one key pair per site."""
-    from fedmed.deploy.certs import ensure_certificates, superlink_cert_names
+    """Write the CA, the SuperLink TLS certificate and the SuperExec secret.
 
-    layout = ensure_certificates(out, sites, extra_names=san, force=force)
+    Site keys are made by each site ('fedmed site init'), never here.
+    """
+    from fedmed.deploy.certs import (
+        ensure_certificates,
+        renew_superlink_cert,
+        superlink_cert_names,
+    )
+
+    layout = ensure_certificates(out, extra_names=san, force=force)
+    if renew:
+        expiry = renew_superlink_cert(layout)
+        console.print(f"SuperLink certificate renewed, valid until {expiry:%Y-%m-%d}")
     console.print(f"CA certificate:      {layout.ca_cert}  (ca.key: keep offline)")
     console.print(
         f"SuperLink TLS cert:  {layout.superlink_cert}  "
         f"valid for {', '.join(superlink_cert_names(layout))}"
     )
-    for site_id in layout.site_ids():
-        console.print(
-            f"site {site_id}: private key {layout.site_key(site_id)} (copy to that "
-            f"site only), public key {layout.site_public_key(site_id)}"
-        )
+    console.print(f"SuperExec secret:    {layout.superexec_secret}")
 
 
 def _progress(row: dict) -> None:
@@ -65,52 +75,6 @@ def _roles(roles: str, sites: int) -> list[str | None]:
             f"found {len(names)}: {roles!r}"
         )
     return names  # type: ignore[return-value]
-
-
-def _site_data(config: dict, sites: int, synth: bool) -> Path:
-    """The run's data folder, made absolute; synthetic data when it is missing."""
-    from fedmed.tasks import get_task
-
-    data_root = Path(str(config["data-dir"])).resolve()
-    config["data-dir"] = str(data_root)
-    if synth and not data_root.exists():
-        task = get_task(config)
-        console.print(
-            f"writing synthetic {task.name} data for {sites} sites to {data_root}"
-        )
-        task.synthesize_data(data_root, sites, task.seed)
-    return data_root
-
-
-def _sites(data_root: Path, roles: list[str | None]) -> list:
-    """One local SuperNode per site, each on a free port with its data folder."""
-    from fedmed.deploy.local import Site, free_port
-
-    return [
-        Site(k, data_root / f"site_{k}", free_port(), role)
-        for k, role in enumerate(roles)
-    ]
-
-
-def _run_deployment(work, layout, site_list, config, timeout_s, max_resubmits):
-    """Start the SuperLink and SuperNodes, drive the run to its end, stop them."""
-    from fedmed.deploy.local import LocalDeployment
-    from fedmed.deploy.watch import drive_run
-
-    with LocalDeployment(work, layout, site_list) as deployment:
-        console.print(
-            f"SuperLink on {deployment.address} (TLS, node auth); logs in "
-            f"{work / 'logs'}"
-        )
-        deployment.start()
-        return drive_run(
-            deployment,
-            REPO_ROOT,
-            config,
-            timeout_s=timeout_s,
-            max_resubmits=max_resubmits,
-            on_row=_progress,
-        )
 
 
 @deploy_app.command("local")
@@ -139,7 +103,7 @@ def local(
     """SuperLink + N SuperNodes on 127.0.0.1 with TLS and node auth, then the run."""
     from fedmed.cli.options import parse_set
     from fedmed.config.run_config import resolve_run_config
-    from fedmed.deploy.certs import ensure_certificates
+    from fedmed.deploy.local_run import run_local
 
     config = resolve_run_config(
         task,
@@ -150,45 +114,54 @@ def local(
         overrides=parse_set(set_),
         resume=resume,
     )
-    data_root = _site_data(config, sites, synth)
-    work = (workdir or Path(tempfile.mkdtemp(prefix="fedmed-deploy-"))).resolve()
-    layout = ensure_certificates(certs_dir or work / "certs", sites)
-    site_list = _sites(data_root, _roles(roles, sites))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = (workdir or Path(tempfile.mkdtemp(prefix="fedmed-deploy-"))).resolve()
     started = time.perf_counter()
-    outcome = _run_deployment(work, layout, site_list, config, timeout_s, max_resubmits)
+    outcome = run_local(
+        config,
+        REPO_ROOT,
+        work,
+        sites=sites,
+        roles=_roles(roles, sites),
+        certs_dir=certs_dir,
+        synth=synth,
+        timeout_s=timeout_s,
+        max_resubmits=max_resubmits,
+        on_row=_progress,
+        say=console.print,
+    )
     console.print(
         f"run directory: {outcome.run_dir}  ({outcome.rounds_completed} rounds, "
         f"{len(outcome.run_ids)} Flower run(s), {time.perf_counter() - started:.0f} s)"
     )
 
 
-@deploy_app.command("register")
-def register(
-    keys: list[Path] = typer.Argument(..., help="Site public keys (*.pub)."),
-    superlink: str = typer.Option(..., help="SuperLink address host:port."),
-    root_certificates: Path = typer.Option(..., help="CA certificate (ca.crt)."),
-    wait_s: float = typer.Option(120.0, help="How long to wait for the SuperLink."),
-) -> None:
-    """Register site public keys at a SuperLink (used by docker-compose)."""
-    from fedmed.deploy.registration import register_with_retry
-
-    for key in keys:
-        node_id = register_with_retry(key, superlink, root_certificates, wait_s)
-        state = f"node {node_id}" if node_id else "already registered"
-        console.print(f"{key.name}: {state}")
-
-
 @deploy_app.command("compose")
 def compose(
-    sites: int = typer.Option(3, min=1),
-    roles: str = typer.Option("", help="Per-site node role (VFL), comma-separated."),
-    gpu_sites: str = typer.Option("", help="Sites that reserve a GPU, e.g. '0,2'."),
     out: Path = typer.Option(REPO_ROOT / "docker-compose.yml"),
+    site_kit: Path = typer.Option(REPO_ROOT / "docker" / "site.compose.yml"),
 ) -> None:
-    """Write docker-compose.yml for N sites (matching 'fedmed certs --sites N')."""
-    from fedmed.deploy.compose import render_compose
+    """Write the coordinator's docker-compose.yml and the site kit template."""
+    from fedmed.deploy.compose import render_coordinator, render_site
 
-    gpus = {int(x) for x in gpu_sites.split(",") if x.strip()}
-    out.write_text(render_compose(sites, roles=_roles(roles, sites), gpu_sites=gpus))
-    console.print(f"wrote {out}")
+    out.write_text(render_coordinator())
+    site_kit.write_text(render_site())
+    console.print(f"wrote {out} and {site_kit}")
+
+
+@deploy_app.command("app-hash")
+def app_hash(
+    app: Path = typer.Argument(REPO_ROOT, help="Flower App folder."),
+    files: bool = typer.Option(False, "--files", help="Also list the FAB's files."),
+) -> None:
+    """SHA-256 of the FAB 'flwr run APP' submits: what sites pin."""
+    from fedmed.deploy.app_pin import build_fab, fab_files, fab_sha256
+
+    fab = build_fab(app)
+    console.print(fab_sha256(fab))
+    if files:
+        for name in fab_files(fab):
+            console.print(f"  {name}")
+
+
+deploy_app.add_typer(sites_app, name="site")

@@ -1,20 +1,20 @@
-"""Certificates and keys for a TLS deployment with SuperNode authentication.
+"""The coordinator's certificates and secrets for a TLS deployment.
 
-One private CA signs the SuperLink's TLS certificate; every site gets its own
-ECDSA P-384 key pair in OpenSSH format, the format ``flower-supernode
---auth-supernode-private-key`` reads and ``flwr supernode register`` accepts.
-The SuperLink only admits SuperNodes whose public key was registered.
+One private CA signs the SuperLink's TLS certificate (presented by the SuperLink
+and by the Fleet gate the sites dial). Site keys are not made here: each site
+makes its own key pair (``fedmed.deploy.site_keys``) and only its public key
+travels to the coordinator, so the coordinator can never act as a site.
 
 Layout (``CertLayout``), the paths docker-compose.yml mounts::
 
-    certs/ca.crt              trust anchor, given to every SuperNode and to flwr
+    certs/ca.crt              trust anchor, given to every site and to flwr
     certs/ca.key              CA signing key: keep offline, never mounted
-    certs/superlink.crt/.key  SuperLink TLS certificate (SANs: compose hostname,
+    certs/superlink.crt/.key  SuperLink TLS certificate (SANs: compose hostnames,
                               localhost, 127.0.0.1, any extra names)
-    certs/sites/site_<k>.key  site k's authentication private key (site only)
-    certs/sites/site_<k>.pub  its public key, registered at the SuperLink
+    certs/superexec.secret    shared secret of the SuperLink and its SuperExec
 
-Existing files are kept, so adding a site never invalidates the others.
+Existing files are kept; ``renew_superlink_cert`` re-issues the TLS
+certificate from the same CA (same names), so sites need nothing new.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 log = logging.getLogger(__name__)
 
 SUPERLINK_HOSTNAME = "superlink"
-DEFAULT_SANS = (SUPERLINK_HOSTNAME, "localhost", "127.0.0.1")
+GATE_HOSTNAME = "fleet-gate"
+DEFAULT_SANS = (SUPERLINK_HOSTNAME, GATE_HOSTNAME, "localhost", "127.0.0.1")
+SECRET_BYTES = 32
 VALID_DAYS = 365
 _CURVE = ec.SECP384R1
 
@@ -62,23 +64,16 @@ class CertLayout:
     def superlink_key(self) -> Path:
         return self.root / "superlink.key"
 
-    def site_key(self, site_id: int) -> Path:
-        """Site ``site_id``'s authentication private key (OpenSSH)."""
-        return self.root / "sites" / f"site_{site_id}.key"
-
-    def site_public_key(self, site_id: int) -> Path:
-        """Site ``site_id``'s authentication public key (OpenSSH)."""
-        return self.root / "sites" / f"site_{site_id}.pub"
-
-    def site_ids(self) -> list[int]:
-        """Sites that have a public key, in order."""
-        found = (self.root / "sites").glob("site_*.pub")
-        return sorted(int(p.stem.removeprefix("site_")) for p in found)
+    @property
+    def superexec_secret(self) -> Path:
+        return self.root / "superexec.secret"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by its owner only (mode 0600), replacing ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file existed with a wider mode
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 
@@ -147,7 +142,7 @@ def write_ca(layout: CertLayout, days: int = VALID_DAYS) -> None:
         )
     )
     cert = _validity(builder, days).sign(key, hashes.SHA384())
-    _write_private(layout.ca_key, _pem_key(key))
+    write_private(layout.ca_key, _pem_key(key))
     layout.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -179,23 +174,13 @@ def write_superlink_cert(
         )
     )
     cert = _validity(builder, days).sign(ca_key, hashes.SHA384())
-    _write_private(layout.superlink_key, _pem_key(key))
+    write_private(layout.superlink_key, _pem_key(key))
     layout.superlink_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def write_site_keys(layout: CertLayout, site_id: int) -> None:
-    """Site ``site_id``'s P-384 authentication key pair, both in OpenSSH format."""
-    key = ec.generate_private_key(_CURVE())
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    _write_private(layout.site_key(site_id), private)
-    layout.site_public_key(site_id).write_bytes(public + f" site_{site_id}\n".encode())
+def write_superexec_secret(layout: CertLayout) -> None:
+    """Random bytes the SuperLink and its SuperExec both hold (raw, owner-only)."""
+    write_private(layout.superexec_secret, os.urandom(SECRET_BYTES))
 
 
 def superlink_cert_names(layout: CertLayout) -> list[str]:
@@ -209,20 +194,17 @@ def superlink_cert_names(layout: CertLayout) -> list[str]:
 
 def ensure_certificates(
     root: Path,
-    num_sites: int,
     *,
     extra_names: Sequence[str] = (),
     force: bool = False,
     days: int = VALID_DAYS,
 ) -> CertLayout:
-    """Write whatever of CA, SuperLink certificate and site keys is missing.
+    """Write whatever of CA, SuperLink certificate and SuperExec secret is missing.
 
-    With ``force`` everything is regenerated (every site must then be
-    re-registered). A SuperLink certificate whose names do not cover
+    With ``force`` everything is regenerated (every site then needs the new
+    ``ca.crt``). A SuperLink certificate whose names do not cover
     ``DEFAULT_SANS + extra_names`` is reissued from the existing CA.
     """
-    if num_sites < 1:
-        raise ValueError(f"num_sites must be >= 1, found {num_sites}")
     layout = CertLayout(Path(root))
     layout.root.mkdir(parents=True, exist_ok=True)
     names = [*DEFAULT_SANS, *extra_names]
@@ -236,8 +218,29 @@ def ensure_certificates(
     if force or stale or not layout.superlink_key.is_file():
         log.info("writing SuperLink certificate for %s", ", ".join(names))
         write_superlink_cert(layout, names, days)
-    for site_id in range(num_sites):
-        if force or not layout.site_key(site_id).is_file():
-            log.info("writing authentication keys of site %d", site_id)
-            write_site_keys(layout, site_id)
+    if force or not layout.superexec_secret.is_file():
+        write_superexec_secret(layout)
     return layout
+
+
+def renew_superlink_cert(
+    layout: CertLayout, days: int = VALID_DAYS
+) -> datetime.datetime:
+    """Re-issue the SuperLink certificate (same names, new key) from the same CA.
+
+    Sites keep their ``ca.crt``; restart the SuperLink and the gate to load it.
+    Returns the new expiry date.
+    """
+    if not layout.ca_key.is_file():
+        raise FileNotFoundError(
+            f"{layout.ca_key} not found: renewal needs the CA key (kept offline); "
+            f"run this where the CA key is"
+        )
+    write_superlink_cert(layout, superlink_cert_names(layout), days)
+    return superlink_cert_expiry(layout)
+
+
+def superlink_cert_expiry(layout: CertLayout) -> datetime.datetime:
+    """When the SuperLink certificate stops being valid (UTC)."""
+    cert = x509.load_pem_x509_certificate(layout.superlink_cert.read_bytes())
+    return cert.not_valid_after_utc

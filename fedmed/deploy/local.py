@@ -1,12 +1,15 @@
-"""A real deployment on one machine: SuperLink + one SuperNode per site, loopback only.
+"""A real, closed deployment as processes: one machine or network namespaces.
 
-The same topology as docker-compose.yml, as plain ``flower-superlink`` /
-``flower-supernode`` processes on 127.0.0.1: TLS on every Fleet/Control link,
-SuperNode authentication with one registered key per site, the SuperLink's
-state in a database file (so a restarted SuperLink knows its sites again).
+The topology of ``fedmed.deploy.topology`` (SuperLink on the coordinator's
+loopback, SuperExec with the shared secret, the Fleet gate as the sites' only
+door, one app-pinning SuperNode per site) started as plain processes. With
+the default ``Placement`` everything runs on 127.0.0.1; ``fedmed.deploy.netns``
+places the coordinator and each site in network namespaces of their own.
 
-Every process is started in its own process group and stopped by that group's
-id, so the ServerApp/ClientApp children the Flower processes spawn go with them.
+Every process is started with the deployment's tag in its environment
+(``fedmed.deploy.processes``), which Flower's helpers inherit: stopping the
+deployment stops the SuperExec, ServerApp and ClientApp processes the Flower
+programs started in sessions of their own, and returns only once all are gone.
 Flower commands are run as subprocesses: this module imports no Flower code.
 """
 
@@ -14,126 +17,127 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import shutil
 import signal
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import tomli_w
 
+from fedmed.deploy.app_pin import add_trusted_apps, build_fab, fab_sha256
 from fedmed.deploy.certs import CertLayout
+from fedmed.deploy.processes import DeploymentProcesses, ProcessesSurvived
 from fedmed.deploy.registration import (
     CONNECTION,
     flower_bin,
     flower_env,
     flwr_runner,
     json_reply,
-    register_key,
     write_connection,
+)
+from fedmed.deploy.registry import REGISTRY_ENV, SiteRegistry, registry_path
+from fedmed.deploy.site_admin import add_site
+from fedmed.deploy.site_keys import key_fingerprint, read_public_key
+from fedmed.deploy.topology import (
+    LOOPBACK,
+    CoordinatorPorts,
+    Placement,
+    Site,
+    gate_command,
+    superexec_command,
+    superlink_command,
+    supernode_command,
 )
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
+# Connect once to host:port from inside a placement (its own network stack).
+_CONNECT = (
+    "import socket,sys,time\n"
+    "end=time.monotonic()+float(sys.argv[3])\n"
+    "while time.monotonic()<end:\n"
+    "    s=socket.socket(); s.settimeout(1)\n"
+    "    if s.connect_ex((sys.argv[1],int(sys.argv[2])))==0: sys.exit(0)\n"
+    "    s.close(); time.sleep(0.2)\n"
+    "sys.exit(1)\n"
+)
 
 
 class DeploymentError(RuntimeError):
     """A deployment process failed to start, register or finish its run."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float, alive: subprocess.Popen) -> None:
-    """Block until something accepts TCP connections on ``port``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive.poll() is not None:
-            raise DeploymentError(
-                f"process {alive.pid} exited with {alive.returncode} before "
-                f"listening on port {port}; see its log"
-            )
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            if sock.connect_ex((LOOPBACK, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise DeploymentError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
-
-
-def node_config_arg(data_dir: Path, site_id: int, role: str | None = None) -> str:
-    """``--node-config`` of site ``site_id``: its own data folder (+ VFL role)."""
-    text = f'data-dir="{data_dir}" site-id={site_id}'
-    return f'{text} role="{role}"' if role else text
-
-
-@dataclass
-class Site:
-    """One hospital: its id, data folder, role and the port of its Runtime API."""
-
-    site_id: int
-    data_dir: Path
-    port: int
-    role: str | None = None
-
-
 @dataclass
 class LocalDeployment:
-    """Start, watch and stop a TLS + node-auth deployment on 127.0.0.1.
+    """Start, watch and stop a closed TLS + node-auth deployment.
 
-    Use as a context manager: every process it started is stopped on exit,
-    also after an error or Ctrl-C.
+    Use as a context manager: every process it started, and every process
+    those started, is stopped on exit, also after an error or Ctrl-C.
     """
 
     workdir: Path
     certs: CertLayout
     sites: list[Site]
-    superlink_port: int = field(default_factory=free_port)
+    coordinator: Placement = Placement()
+    gate_host: str = LOOPBACK
+    ports: CoordinatorPorts = field(default_factory=CoordinatorPorts)
+    processes: DeploymentProcesses = field(default_factory=DeploymentProcesses)
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
-    _groups: set[int] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
-        self.write_connection()
+        write_connection(self.flwr_home, self.control_address, self.certs.ca_cert)
 
-    # ------------------------------------------------------------- environment
+    # ------------------------------------------------------------- addresses
     @property
     def flwr_home(self) -> Path:
         return self.workdir / "flwr-home"
 
     @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.superlink_port}"
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
 
     @property
     def database(self) -> Path:
-        return self.workdir / "superlink.db"
+        return self.state_dir / "superlink.db"
+
+    @property
+    def registry(self) -> SiteRegistry:
+        return SiteRegistry(registry_path(self.state_dir))
+
+    @property
+    def control_address(self) -> str:
+        """The SuperLink itself: Control and Runtime APIs (coordinator only)."""
+        return f"{LOOPBACK}:{self.ports.superlink}"
+
+    @property
+    def fleet_address(self) -> str:
+        """What sites dial: the Fleet gate."""
+        return f"{self.gate_host}:{self.ports.gate}"
 
     def env(self) -> dict[str, str]:
-        """Process environment: hermetic, and Flower state under the workdir."""
-        env = flower_env(self.flwr_home)
+        """Process environment: hermetic, Flower state under the workdir, tagged."""
+        env = self.processes.environment(flower_env(self.flwr_home))
         env.setdefault("OMP_NUM_THREADS", "1")
+        env[REGISTRY_ENV] = str(registry_path(self.state_dir))
         return env
 
-    def write_connection(self) -> Path:
-        """The ``flwr`` CLI's connection to this SuperLink (TLS, our CA)."""
-        return write_connection(self.flwr_home, self.address, self.certs.ca_cert)
-
     # ------------------------------------------------------------- processes
-    def _spawn(self, name: str, command: Sequence[str]) -> subprocess.Popen:
+    def spawn(
+        self, name: str, command: Sequence[str], placement: Placement | None = None
+    ) -> subprocess.Popen:
+        """Start ``command`` (tagged, logged to ``logs/<name>.log``)."""
+        full = (placement or self.coordinator).wrap(command)
         logfile = (self.workdir / "logs" / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            list(command),
+            full,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             env=self.env(),
@@ -142,63 +146,61 @@ class LocalDeployment:
         )
         logfile.close()
         self._procs[name] = proc
-        self._groups.add(proc.pid)
-        log.info("started %s (pid %d): %s", name, proc.pid, " ".join(command))
+        self.processes.adopt(proc.pid)
+        log.info("started %s (pid %d): %s", name, proc.pid, " ".join(full))
         return proc
 
-    def start_superlink(self, timeout_s: float = 60.0) -> subprocess.Popen:
-        """SuperLink with TLS, SuperNode authentication and a persistent state DB."""
-        command = [
-            flower_bin("flower-superlink"),
-            "--ssl-ca-certfile",
-            str(self.certs.ca_cert),
-            "--ssl-certfile",
-            str(self.certs.superlink_cert),
-            "--ssl-keyfile",
-            str(self.certs.superlink_key),
-            "--enable-supernode-auth",
-            "--database",
-            str(self.database),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.superlink_port),
-            "--disable-runtime-dependency-installation",
-        ]
-        proc = self._spawn("superlink", command)
-        wait_for_port(self.superlink_port, timeout_s, proc)
+    def wait_listening(
+        self, placement: Placement, host: str, port: int, timeout_s: float, proc
+    ) -> None:
+        """Block until something accepts TCP connections on host:port there."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DeploymentError(
+                    f"process {proc.pid} exited with {proc.returncode} before "
+                    f"listening on {host}:{port}; see {self.workdir / 'logs'}"
+                )
+            probe = placement.wrap(
+                [sys.executable, "-c", _CONNECT, host, str(port), "5"]
+            )
+            if subprocess.run(probe, check=False, timeout=30).returncode == 0:
+                return
+        raise DeploymentError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+    def start_superlink(self, timeout_s: float = 90.0) -> subprocess.Popen:
+        """SuperLink on loopback: TLS, node auth, process isolation, state DB."""
+        command = superlink_command(self.certs, self.database, self.ports)
+        proc = self.spawn("superlink", command)
+        self.wait_listening(
+            self.coordinator, LOOPBACK, self.ports.superlink, timeout_s, proc
+        )
+        return proc
+
+    def start_superexec(
+        self, name: str = "superexec", secret: Path | None = None, authenticated=True
+    ) -> subprocess.Popen:
+        """The ServerApp SuperExec, holding the shared secret unless told not to."""
+        secret = (secret or self.certs.superexec_secret) if authenticated else None
+        return self.spawn(name, superexec_command(self.certs, self.ports, secret))
+
+    def start_gate(self, timeout_s: float = 60.0) -> subprocess.Popen:
+        """The Fleet gate on the address the sites dial."""
+        proc = self.spawn(
+            "fleet-gate", gate_command(self.certs, self.ports, self.gate_host)
+        )
+        self.wait_listening(
+            self.coordinator, self.gate_host, self.ports.gate, timeout_s, proc
+        )
         return proc
 
     def start_supernode(
-        self,
-        site: Site,
-        *,
-        key: Path | None = None,
-        insecure: bool = False,
-        name: str | None = None,
-        max_wait_s: float | None = None,
+        self, site: Site, *, name: str | None = None, **options
     ) -> subprocess.Popen:
-        """SuperNode of ``site``, authenticating with its key, verifying our CA."""
-        command = [
-            flower_bin("flower-supernode"),
-            "--superlink",
-            self.address,
-            "--node-config",
-            node_config_arg(site.data_dir, site.site_id, site.role),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(site.port),
-            "--auth-supernode-private-key",
-            str(key or self.certs.site_key(site.site_id)),
-        ]
-        if insecure:
-            command.append("--insecure")
-        else:
-            command += ["--root-certificates", str(self.certs.ca_cert)]
-        if max_wait_s is not None:
-            command += ["--max-wait-time", str(max_wait_s)]
-        return self._spawn(name or f"site_{site.site_id}", command)
+        """SuperNode of ``site`` dialling the gate (``supernode_command`` options)."""
+        shutil.copyfile(self.certs.ca_cert, site.keys.ca_cert)
+        command = supernode_command(site, self.fleet_address, **options)
+        return self.spawn(name or site.name, command, site.placement)
 
     def restart_supernode(self, site: Site, timeout_s: float = 120.0) -> None:
         """Start ``site`` again after a crash.
@@ -206,40 +208,64 @@ class LocalDeployment:
         The SuperLink refuses a key whose node still counts as online (until
         its heartbeats have been missed), so a refused start is retried.
         """
-        name = f"site_{site.site_id}"
         deadline = time.monotonic() + timeout_s
         while True:
-            proc = self.start_supernode(site, name=name)
+            proc = self.start_supernode(site)
             try:
                 proc.wait(timeout=10.0)
             except subprocess.TimeoutExpired:
                 return  # connected and running
             if time.monotonic() > deadline:
-                raise DeploymentError(f"{name} could not rejoin within {timeout_s} s")
+                raise DeploymentError(
+                    f"{site.name} could not rejoin within {timeout_s} s"
+                )
             time.sleep(5.0)
 
     def flwr(self, *args: str) -> subprocess.CompletedProcess:
-        """Run a ``flwr`` CLI command against this SuperLink."""
-        return flwr_runner(self.flwr_home)(*args)
+        """Run a ``flwr`` CLI command against this SuperLink (coordinator side)."""
+        return flwr_runner(
+            self.flwr_home, prefix=self.coordinator.prefix, env=self.env()
+        )(*args)
 
-    def register_sites(self) -> list[int]:
-        """Register every site's public key; already registered keys are fine."""
-        return [
-            register_key(self.flwr, self.certs.site_public_key(s.site_id))
-            for s in self.sites
-        ]
+    def register_sites(self) -> dict[str, int]:
+        """Register each site's public key (sites already in the register are kept)."""
+        registry = self.registry
+        node_ids = {}
+        for site in self.sites:
+            text = read_public_key(site.keys.public_key)
+            known = registry.sites.get(site.name)
+            if known and known.fingerprint == key_fingerprint(text):
+                node_ids[site.name] = known.node_id
+                continue
+            record = add_site(self.flwr, registry, site.keys.public_key, site.name)
+            node_ids[site.name] = record.node_id
+        return node_ids
+
+    def trust_app(self, app_dir: Path) -> str:
+        """Pin ``app_dir``'s FAB hash at every site (a site's review, automated)."""
+        digest = fab_sha256(build_fab(app_dir))
+        for site in self.sites:
+            add_trusted_apps(site.keys.trusted_apps, [digest], note=f"{app_dir.name}")
+        return digest
 
     def start(self) -> None:
-        """SuperLink, site registration, then one SuperNode per site."""
+        """SuperLink, SuperExec, gate, site registration, one SuperNode per site."""
         self.start_superlink()
+        self.start_superexec()
+        self.start_gate()
         self.register_sites()
         for site in self.sites:
+            if not site.keys.trusted_apps.exists():
+                add_trusted_apps(site.keys.trusted_apps, [])
             self.start_supernode(site)
 
-    def superlink_alive(self) -> bool:
-        """Whether the SuperLink process this deployment started is running."""
-        proc = self._procs.get("superlink")
+    def alive(self, name: str) -> bool:
+        """Whether the process started as ``name`` is running."""
+        proc = self._procs.get(name)
         return proc is not None and proc.poll() is None
+
+    def superlink_alive(self) -> bool:
+        return self.alive("superlink")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one started process only (its children stay)."""
@@ -249,42 +275,41 @@ class LocalDeployment:
             proc.wait(timeout=30)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every process group this deployment started (by id), then reap."""
-        for pgid in self._groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self._procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for pgid in self._groups:
-            _signal_group(pgid, signal.SIGKILL)
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.wait(timeout=10)
-        for pgid in self._groups:
-            _wait_group_gone(pgid, timeout_s=10.0)
-        self._groups.clear()
+        """Stop every process of the deployment and return once all are gone.
+
+        Raises:
+            ProcessesSurvived: a process outlived SIGKILL (named in the error).
+        """
+        try:
+            self.processes.stop(grace_s=grace_s)
+        finally:
+            for proc in self._procs.values():  # reap our own children
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
 
     def __enter__(self) -> LocalDeployment:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.stop()
+        except ProcessesSurvived:
+            if exc_type is None:
+                raise
+            log.exception("stopping the deployment after an error")
 
     # ------------------------------------------------------------- runs
-    def submit(self, app_dir: Path, run_config: Path) -> int:
+    def submit(
+        self, app_dir: Path, run_config: Path | None = None, *, overrides: str = ""
+    ) -> int:
         """``flwr run`` the Flower App in ``app_dir``; returns the run id."""
+        command = [flower_bin("flwr"), "run", str(app_dir), CONNECTION]
+        if run_config is not None:
+            command += ["--run-config", str(run_config)]
+        elif overrides:
+            command += ["--run-config", overrides]
         done = subprocess.run(
-            [
-                flower_bin("flwr"),
-                "run",
-                str(app_dir),
-                CONNECTION,
-                "--run-config",
-                str(run_config),
-                "--format",
-                "json",
-            ],
+            self.coordinator.wrap([*command, "--format", "json"]),
             env=self.env(),
             capture_output=True,
             text=True,
@@ -308,36 +333,15 @@ class LocalDeployment:
         reply = json_reply(self.flwr("supernode", "list", "--format", "json"))
         return sum(n.get("status") == "online" for n in reply.get("nodes", []))
 
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is still in the group."""
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if (
-                os.getpgid(proc.pid) == pgid
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                return True
-    return False
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    """Wait until a killed group's grandchildren have died (SIGKILL is async).
-
-    Children of the processes we started are not ours to ``wait`` on; until
-    they are gone they may still hold ports or files a restart needs.
-    """
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pgid):
-        if time.monotonic() > deadline:
-            log.warning("process group %d still has live members after SIGKILL", pgid)
-            return
-        time.sleep(0.05)
+    def wait_online(self, count: int, timeout_s: float = 120.0) -> None:
+        """Block until ``count`` sites are online at the SuperLink."""
+        deadline = time.monotonic() + timeout_s
+        while self.online_sites() < count:
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"fewer than {count} sites online after {timeout_s} s"
+                )
+            time.sleep(1.0)
 
 
 def write_run_config(config: Mapping[str, object], path: Path) -> Path:

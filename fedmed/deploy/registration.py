@@ -11,9 +11,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import tomli_w
@@ -64,13 +62,22 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Path) -> 
     return path
 
 
-def flwr_runner(flwr_home: Path, timeout_s: float = 120.0) -> FlwrRunner:
-    """A function running ``flwr <args>`` with ``FLWR_HOME=flwr_home``."""
-    env = flower_env(flwr_home)
+def flwr_runner(
+    flwr_home: Path,
+    timeout_s: float = 120.0,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> FlwrRunner:
+    """A function running ``flwr <args>`` with ``FLWR_HOME=flwr_home``.
+
+    ``prefix`` runs it elsewhere (e.g. ``ip netns exec coord``); ``env``
+    replaces the default hermetic environment.
+    """
+    env = dict(env) if env is not None else flower_env(flwr_home)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [flower_bin("flwr"), *args],
+            [*prefix, flower_bin("flwr"), *args],
             env=env,
             capture_output=True,
             text=True,
@@ -91,34 +98,19 @@ def json_reply(done: subprocess.CompletedProcess) -> dict:
         return {"success": False, "error-message": text + done.stderr}
 
 
-def register_key(flwr: FlwrRunner, public_key: Path) -> int:
+def register_key(flwr: FlwrRunner, public_key: Path, name: str = "") -> int:
     """Register one SuperNode public key; returns its node id, 0 if known before."""
     if not Path(public_key).is_file():
         raise FileNotFoundError(
-            f"site public key {public_key} not found: write it with 'fedmed certs'"
+            f"site public key {public_key} not found: the site writes it with "
+            f"'fedmed site init' and sends it to the coordinator"
         )
+    named = ["--name", name] if name else []
     reply = json_reply(
-        flwr("supernode", "register", str(public_key), "--format", "json")
+        flwr("supernode", "register", str(public_key), *named, "--format", "json")
     )
     if reply.get("success"):
         return int(reply["node-id"])
     if ALREADY_REGISTERED in str(reply.get("error-message", "")):
         return 0
     raise RegistrationError(f"registering {public_key} failed: {reply}")
-
-
-def register_with_retry(
-    public_key: Path, address: str, root_certificates: Path, wait_s: float
-) -> int:
-    """Register a key at ``address``, retrying while the SuperLink starts up."""
-    with tempfile.TemporaryDirectory(prefix="fedmed-flwr-") as home:
-        write_connection(Path(home), address, root_certificates)
-        flwr = flwr_runner(Path(home))
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return register_key(flwr, public_key)
-            except RegistrationError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(3.0)

@@ -1,10 +1,18 @@
-"""Dockerfiles: non-root, pinned, no secrets in the build context."""
+"""Dockerfiles: non-root, closed pinned package lists, no Ray, headless OpenCV."""
 
 import re
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
+from fedmed.deploy.image_requirements import (
+    IMAGES,
+    image_requirements,
+    read_pins,
+    render,
+    requirements_file,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
@@ -19,30 +27,46 @@ def test_three_images_exist():
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_image_runs_as_non_root_and_copies_no_secrets(dockerfile):
+def test_image_runs_as_non_root_installs_a_pinned_list_and_copies_no_secrets(
+    dockerfile,
+):
     # Prepare
     text = dockerfile.read_text()
     # Execute
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     copies = re.findall(r"^COPY .*", text, flags=re.M)
+    installs = re.findall(r"pip install [^\n]*", text)
     # Assert
     assert users and users[-1] not in ("root", "0")
-    assert not any(re.search(r"cert|\.key|\.pem|data|runs", c) for c in copies)
-    assert "--constraint /tmp/constraints.txt" in text
+    assert not any(re.search(r"cert|\.key|\.pem|data|runs|secret", c) for c in copies)
+    assert any("--no-deps -r /tmp/requirements.txt" in i for i in installs)
+    assert all("--no-deps" in i or "--index-url" in i for i in installs)
 
 
-def test_constraints_pin_the_installed_flower_and_torch_is_pinned():
-    # Prepare
-    pins = dict(
-        line.split("==")
-        for line in (REPO / "docker" / "constraints.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_committed_package_lists_are_current_and_closed(image):
+    # Execute
+    committed = requirements_file(image).read_text()
+    pins = read_pins(requirements_file(image))
+    # Assert
+    assert committed == render(image), (
+        "run: python -m fedmed.deploy.image_requirements --write"
     )
+    assert pins["flwr"] == version("flwr")
+    assert "ray" not in pins and "opencv-python" not in pins
+    assert all(re.fullmatch(r"[0-9][\w.+!-]*", v) for v in pins.values())
+
+
+def test_app_image_has_headless_opencv_and_no_torch_of_its_own():
+    # Execute
+    pins = image_requirements("app")
     node = (REPO / "docker" / "supernode.Dockerfile").read_text()
     # Assert
-    assert pins["flwr"] == version("flwr")
+    assert pins["opencv-python-headless"] == version("opencv-python")
+    assert "torch" not in pins and "torchvision" not in pins
     assert f"ARG TORCH_VERSION={version('torch').split('+')[0]}" in node
     assert "ARG TORCH_VARIANT=cpu" in node
+    assert 'ENTRYPOINT ["python", "-m", "clients.site_supernode"]' in node
 
 
 def test_dockerignore_keeps_certificates_and_data_out_of_the_context():

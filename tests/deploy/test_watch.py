@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from fedmed.deploy.certs import CertLayout
-from fedmed.deploy.local import DeploymentError, LocalDeployment, node_config_arg
+from fedmed.deploy.local import DeploymentError, LocalDeployment
+from fedmed.deploy.topology import node_config_arg
 from fedmed.deploy.watch import drive_run
 
 
@@ -70,7 +71,7 @@ def test_stop_ends_started_processes_and_their_children(tmp_path):
     script = (
         "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
     )
-    parent = deployment._spawn("dummy", [sys.executable, "-c", script])
+    parent = deployment.spawn("dummy", [sys.executable, "-c", script])
     children = []
     for _ in range(200):  # the child appears once the interpreter has started
         children = psutil.Process(parent.pid).children(recursive=True)

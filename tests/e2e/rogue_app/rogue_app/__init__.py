@@ -1,0 +1,1 @@
+"""A rogue Flower App for the control-plane attack tests."""
