@@ -37,11 +37,11 @@ class ValueOutOfRange(SecAggError, ValueError):
 class ShareTampered(SecAggError):
     """An encrypted share failed authentication: modified, replayed or misrouted."""
 
-    def __init__(self, sender: int, recipient: int, purpose: str, round_id: int):
+    def __init__(self, sender: int, recipient: int, round_id: int):
         self.sender = sender
         self.recipient = recipient
         super().__init__(
-            f"party {recipient}: the {purpose} share from party {sender} for round "
+            f"party {recipient}: the self-mask share from party {sender} for round "
             f"{round_id} failed authentication (tampered, replayed or misrouted); "
             "it was rejected. Check the route between the parties and the server."
         )

@@ -1,17 +1,19 @@
 """Pseudo-random masks in the ring Z_(2**bits), expanded with AES-256-CTR.
 
-Bonawitz et al. 2017, Sec. 3-4: party ``u`` sends
-``y_u = x_u + PRG(b_u) + sum_{v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv)``
-(mod ``2**bits``). The pairwise terms cancel in the sum over all parties, the
-self mask ``PRG(b_u)`` is removed by the server once ``t`` parties reveal
-shares of ``b_u``.
+Double masking (Bonawitz et al. 2017, Sec. 4) over a neighbour graph (Bell
+et al. 2020): in round ``r`` party ``u`` sends
+``y_u = x_u + PRG(b_u) + sum_{v in N(u), v > u} PRG(s_uv) - sum_{v in N(u), v < u}
+PRG(s_uv)`` (mod ``2**bits``), where ``N(u)`` are its neighbours in the round,
+``s_uv`` their round mask key (:func:`fedmed.privacy.keys.round_pair_key`)
+and ``b_u`` a fresh self-mask seed. The pairwise terms cancel in the sum over
+all parties; the server removes ``PRG(b_u)`` once ``t`` neighbours reveal
+shares of ``b_u``, and the uncancelled pair masks of a dropped ``v`` with the
+pair keys its surviving neighbours reveal.
 
-Per-round freshness: the AES key of a mask is HKDF-SHA256 of the run-level
-pair seed (or the round's self-mask seed) with the round id in the label, so
-every round uses independent masks from one key agreement per run. The PRG is
-the AES-256-CTR keystream from ``cryptography`` (AES-NI, several GB/s), read as
-little-endian ring elements; this expansion is the protocol's main cost
-(``n - 1`` pairwise masks per party per round).
+The AES key of a self mask is HKDF-SHA256 of the round's seed with the round
+id in the label. The PRG is the AES-256-CTR keystream from ``cryptography``
+(AES-NI, several GB/s), read as little-endian ring elements; this expansion
+is the protocol's main cost (``k + 1`` masks per party and round).
 """
 
 from __future__ import annotations
@@ -72,15 +74,9 @@ def add_masks(target: np.ndarray, keys: list[bytes], signs: list[int]) -> None:
     _add_keystreams(target, keys, signs)
 
 
-def pairwise_round_key(pair_seed: bytes, run_id: bytes, round_id: int) -> bytes:
-    """AES key of one pair's mask in one round (fresh every round)."""
-    label = b"fedmed/secagg/pair-mask" + struct.pack(">q", round_id)
-    return hkdf(pair_seed, run_id, label)
-
-
 def self_mask_key(seed: int, run_id: bytes, round_id: int) -> bytes:
     """AES key of a party's self mask from its per-round shared seed."""
-    label = b"fedmed/secagg/self-mask" + struct.pack(">q", round_id)
+    label = b"fedmed/secagg/v2/self-mask" + struct.pack(">q", round_id)
     return hkdf(shamir.to_bytes(seed), run_id, label)
 
 

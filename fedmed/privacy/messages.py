@@ -9,11 +9,17 @@ safetensors (:meth:`to_bytes`); nothing is ever pickled. ``from_arrays``
 validates keys, dtypes and shapes before any value is used and raises
 :class:`MessageFormatError` otherwise.
 
-Setup (once per run)                   | Each round
-party  -> server  KeyAdvertisement     | server -> party   MaskRequest
-server -> party   KeyDirectory         | party  -> server  MaskedInput
-party  -> server  SetupShares          | server -> party   UnmaskRequest
-server -> party   SetupSharesDelivery  | party  -> server  UnmaskResponse
+Lists of parties travel as bitmaps over the key directory's order (one bit
+per party) and per-neighbour entries as matrix rows in the order of the
+recipient's or sender's neighbours, which both ends derive from the
+directory (:mod:`fedmed.privacy.graph`): no message carries a neighbour list.
+
+Setup (once per run)               | Each round
+server -> party   KeyRequest       | server -> party   MaskRequest (+ KeyDirectory
+party  -> server  KeyAdvertisement |                   until the party has it)
+                                   | party  -> server  MaskedInput
+                                   | server -> party   UnmaskRequest
+                                   | party  -> server  UnmaskResponse
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from safetensors.numpy import load, save
 
 from fedmed.privacy import shamir
 from fedmed.privacy.errors import MessageFormatError
-from fedmed.privacy.keys import CIPHERTEXT_BYTES, PUBLIC_KEY_BYTES
+from fedmed.privacy.keys import (
+    PUBLIC_KEY_BYTES,
+    ROUND_KEY_BYTES,
+    SEALED_SHARE_BYTES,
+)
 
 # kind -> (dtype(s), ndim, row width for uint8 matrices)
 _KINDS: dict[str, tuple[tuple[type, ...], int, int | None]] = {
@@ -37,7 +47,8 @@ _KINDS: dict[str, tuple[tuple[type, ...], int, int | None]] = {
     "ids": ((np.uint64,), 1, None),
     "bytes": ((np.uint8,), 1, None),
     "keys": ((np.uint8,), 2, PUBLIC_KEY_BYTES),
-    "ciphertexts": ((np.uint8,), 2, CIPHERTEXT_BYTES),
+    "round_keys": ((np.uint8,), 2, ROUND_KEY_BYTES),
+    "sealed": ((np.uint8,), 2, SEALED_SHARE_BYTES),
     "shares": ((np.uint8,), 2, shamir.SHARE_BYTES),
     "ring": ((np.uint32, np.uint64), 1, None),
     "matrix": ((np.float32, np.float64), 2, None),
@@ -133,101 +144,84 @@ class WireMessage:
         return sum(a.nbytes for a in self.to_arrays().values())
 
 
-def _check_pairs(message: object, ids: tuple[int, ...], blobs: tuple) -> None:
-    if len(ids) != len(blobs):
+def _check_length(message: object, name: str, value: bytes, expected: int) -> None:
+    if len(value) != expected:
         raise MessageFormatError(
-            f"{type(message).__name__}: {len(ids)} ids but {len(blobs)} entries"
+            f"{type(message).__name__}.{name}: expected {expected} bytes, "
+            f"found {len(value)}"
         )
 
 
 @dataclass(frozen=True)
-class KeyAdvertisement(WireMessage):
-    """Setup 1, party -> server: the party's two X25519 public keys."""
+class KeyRequest(WireMessage):
+    """Setup 1, server -> party: the run id, fixed before any public key exists.
 
-    kinds: ClassVar = {"party": "id", "mask_public": "bytes", "share_public": "bytes"}
+    The directory must carry the same id, so the server cannot choose the
+    run id (which seeds the neighbour graph) after seeing the keys.
+    """
+
+    kinds: ClassVar = {"run_id": "bytes"}
+    run_id: bytes
+
+
+@dataclass(frozen=True)
+class KeyAdvertisement(WireMessage):
+    """Setup 2, party -> server: the party's X25519 public key for this run."""
+
+    kinds: ClassVar = {"party": "id", "public_key": "bytes"}
     party: int
-    mask_public: bytes
-    share_public: bytes
+    public_key: bytes
 
     def __post_init__(self) -> None:
-        for key in (self.mask_public, self.share_public):
-            if len(key) != PUBLIC_KEY_BYTES:
-                raise MessageFormatError(
-                    f"KeyAdvertisement: public keys are {PUBLIC_KEY_BYTES} bytes, "
-                    f"found {len(key)}"
-                )
+        _check_length(self, "public_key", self.public_key, PUBLIC_KEY_BYTES)
 
 
 @dataclass(frozen=True)
 class KeyDirectory(WireMessage):
-    """Setup 2, server -> every party: run id, threshold and all public keys."""
+    """Server -> party, once per run: run id, threshold, graph degree, public keys.
+
+    Travels with a party's first :class:`MaskRequest`. ``threshold`` is the
+    Shamir threshold among a party's ``degree`` neighbours; the parties
+    refuse values below their own floor.
+    """
 
     kinds: ClassVar = {
         "run_id": "bytes",
         "threshold": "int",
+        "degree": "int",
         "parties": "ids",
-        "mask_publics": "keys",
-        "share_publics": "keys",
+        "public_keys": "keys",
     }
     run_id: bytes
     threshold: int
+    degree: int
     parties: tuple[int, ...]
-    mask_publics: tuple[bytes, ...]
-    share_publics: tuple[bytes, ...]
+    public_keys: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        _check_pairs(self, self.parties, self.mask_publics)
-        _check_pairs(self, self.parties, self.share_publics)
-
-
-@dataclass(frozen=True)
-class SetupShares(WireMessage):
-    """Setup 3, party -> server: encrypted shares of its mask-key seed, per peer."""
-
-    kinds: ClassVar = {
-        "sender": "id",
-        "recipients": "ids",
-        "ciphertexts": "ciphertexts",
-    }
-    sender: int
-    recipients: tuple[int, ...]
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_pairs(self, self.recipients, self.ciphertexts)
-
-
-@dataclass(frozen=True)
-class SetupSharesDelivery(WireMessage):
-    """Setup 4, server -> party: the shares addressed to it and who took part."""
-
-    kinds: ClassVar = {
-        "recipient": "id",
-        "participants": "ids",
-        "senders": "ids",
-        "ciphertexts": "ciphertexts",
-    }
-    recipient: int
-    participants: tuple[int, ...]
-    senders: tuple[int, ...]
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_pairs(self, self.senders, self.ciphertexts)
+        if len(self.parties) != len(self.public_keys):
+            raise MessageFormatError(
+                f"KeyDirectory: {len(self.parties)} parties but "
+                f"{len(self.public_keys)} public keys"
+            )
 
 
 @dataclass(frozen=True)
 class MaskRequest(WireMessage):
-    """Round 1, server -> party: round id and the parties still in the run."""
+    """Round 1, server -> party: run, round id and the round's parties (bitmap)."""
 
-    kinds: ClassVar = {"round_id": "int", "active": "ids"}
+    kinds: ClassVar = {"run_id": "bytes", "round_id": "int", "active": "bytes"}
+    run_id: bytes
     round_id: int
-    active: tuple[int, ...]
+    active: bytes
 
 
 @dataclass(frozen=True, eq=False)
 class MaskedInput(WireMessage):
-    """Round 2, party -> server: masked vector, codec, encrypted self-mask shares."""
+    """Round 2, party -> server: masked vector, codec, sealed self-mask shares.
+
+    ``shares`` row ``i`` is for the sender's ``i``-th neighbour in the round.
+    """
 
     kinds: ClassVar = {
         "sender": "id",
@@ -236,8 +230,7 @@ class MaskedInput(WireMessage):
         "value_range": "float",
         "num_summands": "int",
         "masked": "ring",
-        "recipients": "ids",
-        "ciphertexts": "ciphertexts",
+        "shares": "sealed",
     }
     sender: int
     round_id: int
@@ -245,68 +238,56 @@ class MaskedInput(WireMessage):
     value_range: float
     num_summands: int
     masked: np.ndarray
-    recipients: tuple[int, ...]
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_pairs(self, self.recipients, self.ciphertexts)
+    shares: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
 class UnmaskRequest(WireMessage):
-    """Round 3, server -> surviving party: who survived, who dropped, its shares."""
+    """Round 3, server -> surviving party: who survived (bitmap) and its shares.
+
+    ``shares`` row ``i`` comes from the recipient's ``i``-th surviving
+    neighbour in the round.
+    """
 
     kinds: ClassVar = {
         "round_id": "int",
-        "survivors": "ids",
-        "dropped": "ids",
-        "senders": "ids",
-        "ciphertexts": "ciphertexts",
+        "recipient": "id",
+        "survivors": "bytes",
+        "shares": "sealed",
     }
     round_id: int
-    survivors: tuple[int, ...]
-    dropped: tuple[int, ...]
-    senders: tuple[int, ...]
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_pairs(self, self.senders, self.ciphertexts)
+    recipient: int
+    survivors: bytes
+    shares: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
 class UnmaskResponse(WireMessage):
-    """Round 4, party -> server: self-mask shares of survivors, key shares of dropped.
+    """Round 4, party -> server: one secret per round neighbour, never two.
 
-    ``self_mask_owners`` always starts with the sender (its own share).
+    ``self_mask_shares[i]``: its share of the ``i``-th surviving neighbour's
+    self-mask seed; ``pair_keys[i]``: its round mask key with the ``i``-th
+    dropped neighbour.
     """
 
     kinds: ClassVar = {
         "sender": "id",
         "round_id": "int",
-        "self_mask_owners": "ids",
         "self_mask_shares": "shares",
-        "mask_key_owners": "ids",
-        "mask_key_shares": "shares",
+        "pair_keys": "round_keys",
     }
     sender: int
     round_id: int
-    self_mask_owners: tuple[int, ...]
     self_mask_shares: tuple[int, ...]
-    mask_key_owners: tuple[int, ...]
-    mask_key_shares: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        _check_pairs(self, self.self_mask_owners, self.self_mask_shares)
-        _check_pairs(self, self.mask_key_owners, self.mask_key_shares)
+    pair_keys: tuple[bytes, ...]
 
 
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.__name__: cls
     for cls in (
+        KeyRequest,
         KeyAdvertisement,
         KeyDirectory,
-        SetupShares,
-        SetupSharesDelivery,
         MaskRequest,
         MaskedInput,
         UnmaskRequest,

@@ -9,22 +9,35 @@ in-process message can be sent through its byte form (``through_bytes=True``)
 to prove nothing depends on shared Python objects, and a :class:`Traffic`
 tally counts each message's payload bytes.
 
-Message flow (arrows are network messages; ``n`` parties, threshold ``t``)::
+Message flow (arrows are network messages; ``n`` parties, ``k`` neighbours
+each, threshold ``t`` among them; bytes per party, 32-bit ring, ``d``
+values)::
 
-    setup (once per run)
-      party  -> server  KeyAdvertisement       2 x 32-byte public keys
-      server -> party   KeyDirectory           ids, public keys, t, run id
-      party  -> server  SetupShares            n-1 encrypted mask-key shares
-      server -> party   SetupSharesDelivery    the shares addressed to it
-    each round r
-      server -> party   MaskRequest            r, active ids
-      party  -> server  MaskedInput            masked vector, codec, n-1 shares
-      server -> party   UnmaskRequest          survivors, dropped, its shares
-      party  -> server  UnmaskResponse         revealed shares
+    setup (once per run): 1 round trip
+      server -> party   KeyRequest         run id (16)
+      party  -> server  KeyAdvertisement   id, X25519 public key (40)
+    each round r: 2 round trips
+      server -> party   MaskRequest        run id, r, active bitmap (24 + n/8)
+                        + KeyDirectory     first round only: ids, keys, t, k
+                                           (32 + 40 n)
+      party  -> server  MaskedInput        masked vector, codec, one sealed
+                                           seed share per neighbour
+                                           (40 + 4 d + 32 k)
+      server -> party   UnmaskRequest      r, survivors bitmap, its neighbours'
+                                           sealed shares (16 + n/8 + 32 k)
+      party  -> server  UnmaskResponse     per neighbour a seed share (16) or,
+                                           if it dropped, a pair key (32)
+
+There is no per-round key material besides the seed shares: round mask
+keys come from the run's key agreement through the per-round key schedule
+of :mod:`fedmed.privacy.keys`. A round needs two round trips because the
+server must know who dropped before it asks for reveals.
 
 A party missing from a channel's replies counts as dropped at that step: no
-masked input means its pairwise masks are recovered and it leaves the run;
-no unmask response is tolerated while ``t`` parties still answer.
+masked input means its neighbours reveal their round pair keys with it (it
+takes part again next round); no unmask response is tolerated while every
+survivor keeps ``t`` answering neighbours and every survivor next to a
+dropped party answers.
 """
 
 from __future__ import annotations
@@ -36,27 +49,25 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from fedmed.privacy.directory import DEFAULT_THRESHOLD_FRACTION
 from fedmed.privacy.fixed_point import FixedPointCodec
 from fedmed.privacy.messages import (
     KeyAdvertisement,
-    KeyDirectory,
+    KeyRequest,
     MaskedInput,
-    MaskRequest,
-    SetupShares,
-    SetupSharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
     WireMessage,
 )
 from fedmed.privacy.party import SecAggParty
-from fedmed.privacy.server import SecAggServer, SecureSum
+from fedmed.privacy.server import RoundStart, SecAggServer, SecureSum
 
 M = TypeVar("M", bound=WireMessage)
 
 
 @dataclass
 class Traffic:
-    """Payload bytes per message type and direction (``up`` = to the server)."""
+    """Payload bytes per message type (the type says the direction)."""
 
     bytes_by_message: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -76,18 +87,18 @@ def send(message: M, through_bytes: bool, traffic: Traffic | None) -> M:
 
 
 class PartyChannel(Protocol):
-    """How the server's messages reach the parties (replies keyed by party id)."""
+    """How the server's messages reach the parties (replies keyed by party id).
 
-    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]: ...
+    Each method is one round trip; a party that fails or times out is left
+    out of the replies (a dropout at that step).
+    """
 
-    def share(
-        self, directory: KeyDirectory, parties: Sequence[int]
-    ) -> dict[int, SetupShares]: ...
-
-    def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None: ...
+    def advertise(
+        self, request: KeyRequest, parties: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]: ...
 
     def mask(
-        self, request: MaskRequest, job: Any
+        self, starts: Mapping[int, RoundStart], job: Any
     ) -> dict[int, MaskedInput]: ...  # ``job``: what the parties compute this round
 
     def unmask(
@@ -98,20 +109,21 @@ class PartyChannel(Protocol):
 def run_setup(
     server: SecAggServer, channel: PartyChannel, parties: Sequence[int]
 ) -> tuple[int, ...]:
-    """The once-per-run key setup; returns the participants."""
-    ads = channel.advertise(parties)
-    directory = server.receive_advertisements(list(ads.values()))
-    bundles = channel.share(directory, sorted(ads))
-    channel.deliver(server.route_setup_shares(list(bundles.values())))
-    return server.active
+    """The once-per-run key setup (one round trip); returns the participants."""
+    ads = channel.advertise(server.key_request(), parties)
+    server.receive_advertisements(list(ads.values()))
+    return server.participants
 
 
 def secure_sum(
-    server: SecAggServer, channel: PartyChannel, round_id: int, job: Any = None
+    server: SecAggServer,
+    channel: PartyChannel,
+    round_id: int,
+    job: Any = None,
+    parties: Collection[int] | None = None,
 ) -> SecureSum:
-    """One round: the active parties mask their vectors, the server unmasks the sum."""
-    request = server.mask_request(round_id)
-    inputs = channel.mask(request, job)
+    """One round (two round trips): mask, then unmask only the sum."""
+    inputs = channel.mask(server.open_round(round_id, parties), job)
     unmask_requests = server.route_masked_inputs(list(inputs.values()))
     return server.unmask(list(channel.unmask(unmask_requests).values()))
 
@@ -120,9 +132,9 @@ def secure_sum(
 class InProcessChannel:
     """Parties in this process; ``vectors(pid, job)`` is what party ``pid`` sums.
 
-    ``drop_before_masking`` parties mask but never send (their pairwise masks
-    are recovered); ``drop_before_unmasking`` parties send but do not answer
-    the unmask request (their input still counts).
+    ``drop_before_masking`` parties mask but never send (their neighbours
+    reveal the round's pair keys); ``drop_before_unmasking`` parties send but
+    do not answer the unmask request (their input still counts).
     """
 
     parties: Mapping[int, SecAggParty]
@@ -136,29 +148,25 @@ class InProcessChannel:
     def _send(self, message: M) -> M:
         return send(message, self.through_bytes, self.traffic)
 
-    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]:
-        return {p: self._send(self.parties[p].advertise()) for p in parties}
-
-    def share(
-        self, directory: KeyDirectory, parties: Sequence[int]
-    ) -> dict[int, SetupShares]:
+    def advertise(
+        self, request: KeyRequest, parties: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
         return {
-            p: self._send(self.parties[p].receive_directory(self._send(directory)))
+            p: self._send(self.parties[p].advertise(self._send(request)))
             for p in parties
         }
 
-    def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
-        for pid, delivery in deliveries.items():
-            self.parties[pid].receive_setup_shares(self._send(delivery))
-
-    def mask(self, request: MaskRequest, job: Any) -> dict[int, MaskedInput]:
+    def mask(
+        self, starts: Mapping[int, RoundStart], job: Any
+    ) -> dict[int, MaskedInput]:
         if self.vectors is None or self.codec is None:
             raise ValueError("InProcessChannel.mask needs vectors and a codec")
         inputs = {}
-        for pid in request.active:
-            received = self._send(request)
+        for pid, start in starts.items():
+            request = self._send(start.request)
+            directory = start.directory and self._send(start.directory)
             masked = self.parties[pid].mask(
-                received, self.vectors(pid, job), self.codec
+                request, self.vectors(pid, job), self.codec, directory
             )
             if pid not in self.drop_before_masking:
                 inputs[pid] = self._send(masked)
@@ -179,10 +187,21 @@ def setup_inprocess(
     threshold: int | None = None,
     through_bytes: bool = False,
     traffic: Traffic | None = None,
+    *,
+    degree: int | None = None,
+    min_threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION,
+    min_parties: int = 2,
 ) -> tuple[SecAggServer, dict[int, SecAggParty]]:
     """Run the once-per-run key setup between fresh parties and a fresh server."""
-    parties = {pid: SecAggParty(pid) for pid in party_ids}
-    server = SecAggServer(threshold=threshold)
+    parties = {
+        pid: SecAggParty(
+            pid,
+            min_threshold_fraction=min_threshold_fraction,
+            min_parties=min_parties,
+        )
+        for pid in party_ids
+    }
+    server = SecAggServer(threshold=threshold, degree=degree)
     channel = InProcessChannel(parties, through_bytes=through_bytes, traffic=traffic)
     run_setup(server, channel, list(party_ids))
     return server, parties

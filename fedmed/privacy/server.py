@@ -1,51 +1,61 @@
-"""The server's side of secure aggregation: it routes messages and learns only sums.
+"""The server's side of secure aggregation v2: it routes messages and learns only sums.
 
 State machine (mirrors :mod:`fedmed.privacy.party`)::
 
-    receive_advertisements([KeyAdvertisement]) -> KeyDirectory       # to all
-    route_setup_shares([SetupShares]) -> {party: SetupSharesDelivery}
-    repeat: mask_request(round_id) -> MaskRequest                       # to all
+    key_request() -> KeyRequest                               # to all, setup
+    receive_advertisements([KeyAdvertisement]) -> KeyDirectory
+    repeat: open_round(round_id) -> {party: RoundStart}       # MaskRequest
             route_masked_inputs([MaskedInput]) -> {party: UnmaskRequest}
             unmask([UnmaskResponse]) -> SecureSum
 
-Dropout recovery (Bonawitz et al. 2017): parties whose masked input did not
-arrive are *dropped*; the survivors reveal shares of the dropped parties'
-mask-key seeds, from which the server rebuilds those keys (checked against
-the directory), recomputes their pairwise masks with every survivor and
-removes them. Survivors' self masks are removed from revealed self-mask
-shares. Both need ``threshold`` responders; with fewer the round fails with
-:class:`RecoveryFailed`. A dropped party is excluded for the rest of the run.
+Dropout recovery (double masking, Bonawitz et al. 2017, over the neighbour
+graph of Bell et al. 2020): parties whose masked input did not arrive are
+*dropped*. Every survivor reveals, per round neighbour, either its share of
+that neighbour's self-mask seed (the neighbour survived) or their round mask
+key (it dropped). From ``t`` shares the server rebuilds each survivor's
+seed and removes its self mask; with the revealed pair keys it removes the
+masks survivors hold with dropped neighbours, which nothing else cancels.
+
+So the round's sum needs: ``t`` answering neighbours per survivor, and an
+answer from every survivor that has a dropped neighbour (only it holds that
+pair key besides the dropped party). Otherwise :class:`RecoveryFailed`.
+This is the price of revealing only round-bound pair keys instead of
+Shamir shares of the dropped party's key, which a server lying about
+dropouts could combine across neighbourhoods (docs/secure-aggregation.md).
+A survivor whose neighbourhood is too thin (fewer than ``t`` surviving
+neighbours) is left out of the sum like a dropped party. Dropped parties
+take part again in the next round.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedmed.privacy import shamir
+from fedmed.privacy import graph, shamir
 from fedmed.privacy.directory import Directory, default_threshold
 from fedmed.privacy.errors import ProtocolError, RecoveryFailed
 from fedmed.privacy.fixed_point import FixedPointCodec
-from fedmed.privacy.keys import mask_key_from_seed, pair_seed, public_bytes
-from fedmed.privacy.masking import (
-    add_masks,
-    mask_sign,
-    pairwise_round_key,
-    self_mask_key,
-)
+from fedmed.privacy.masking import add_masks, mask_sign, self_mask_key
 from fedmed.privacy.messages import (
     KeyAdvertisement,
     KeyDirectory,
+    KeyRequest,
     MaskedInput,
     MaskRequest,
-    SetupShares,
-    SetupSharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
+)
+from fedmed.privacy.routing import (
+    OpenRound,
+    check_inputs,
+    check_responses,
+    prune,
+    route_shares,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,27 +71,37 @@ class SecureSum:
     dropped: tuple[int, ...]
 
 
-@dataclass
-class _OpenRound:
-    round_id: int
-    active: tuple[int, ...]
-    survivors: tuple[int, ...] = ()
-    dropped: tuple[int, ...] = ()
-    codec: FixedPointCodec | None = None
-    total: np.ndarray | None = None
+@dataclass(frozen=True)
+class RoundStart:
+    """What opens a round at a party: the request (+ directory until it has it)."""
+
+    request: MaskRequest
+    directory: KeyDirectory | None = None
 
 
 class SecAggServer:
-    """The aggregator: routes setup/round messages and unmasks sums."""
+    """The aggregator: runs the key setup, routes round messages, unmasks sums.
 
-    def __init__(self, threshold: int | None = None, run_id: bytes | None = None):
-        self._requested_threshold = threshold
+    Args:
+        threshold: Shamir threshold among a party's neighbours; default
+            ``ceil(2k/3)``. Parties refuse one below their own floor.
+        degree: Neighbours per party ``k``; default
+            :func:`fedmed.privacy.graph.default_degree` (parties refuse less).
+        run_id: 16+ random bytes; fresh by default.
+    """
+
+    def __init__(
+        self,
+        threshold: int | None = None,
+        degree: int | None = None,
+        run_id: bytes | None = None,
+    ):
+        self._requested = (threshold, degree)
         self._run_id = run_id if run_id is not None else os.urandom(16)
         self._directory: Directory | None = None
-        self._participants: tuple[int, ...] = ()
-        self._excluded: set[int] = set()
+        self._confirmed: set[int] = set()
         self._last_round = -1
-        self._open: _OpenRound | None = None
+        self._open: OpenRound | None = None
 
     @property
     def directory(self) -> Directory:
@@ -90,138 +110,124 @@ class SecAggServer:
         return self._directory
 
     @property
+    def participants(self) -> tuple[int, ...]:
+        """Every party in the key directory (empty before the setup)."""
+        return self._directory.parties if self._directory else ()
+
+    @property
     def active(self) -> tuple[int, ...]:
-        """Participants not excluded by an earlier dropout."""
-        return tuple(p for p in self._participants if p not in self._excluded)
+        """Parties a round includes by default: all participants (dropouts rejoin)."""
+        return self.participants
 
     # ------------------------------------------------------------------ setup
+    def key_request(self) -> KeyRequest:
+        """Setup 1: the run id, sent before any party makes its key public."""
+        return KeyRequest(self._run_id)
+
     def receive_advertisements(self, ads: Sequence[KeyAdvertisement]) -> KeyDirectory:
-        """Setup 1->2: build the key directory broadcast to every party."""
+        """Setup 2: the key directory, delivered with each party's first round."""
         ordered = sorted(ads, key=lambda ad: ad.party)
         n = len(ordered)
-        threshold = self._requested_threshold or default_threshold(n)
+        if n < 2:
+            raise ProtocolError(
+                f"secure aggregation needs at least 2 parties, found {n} advertisements"
+            )
+        threshold, degree = self._requested
+        degree = degree or graph.default_degree(n)
         self._directory = Directory(
             self._run_id,
-            threshold,
+            threshold or default_threshold(degree),
+            degree,
             tuple(ad.party for ad in ordered),
-            tuple(ad.mask_public for ad in ordered),
-            tuple(ad.share_public for ad in ordered),
+            tuple(ad.public_key for ad in ordered),
         )
-        logger.info("secure aggregation: %d parties, threshold %d", n, threshold)
+        logger.info(
+            "secure aggregation: %d parties, %d neighbours each, threshold %d",
+            n,
+            degree,
+            self._directory.threshold,
+        )
         return self._directory.to_message()
 
-    def route_setup_shares(
-        self, bundles: Sequence[SetupShares]
-    ) -> dict[int, SetupSharesDelivery]:
-        """Setup 3->4: forward each encrypted mask-key share to its recipient."""
-        directory = self.directory
-        participants = directory.check_subset([b.sender for b in bundles], "senders")
-        if len(participants) < directory.threshold:
-            raise RecoveryFailed(
-                f"setup: {len(participants)} parties sent their shares, fewer than the "
-                f"threshold {directory.threshold}; restart the setup"
-            )
-        inbox: dict[int, list[tuple[int, bytes]]] = {p: [] for p in participants}
-        for bundle in bundles:
-            expected = set(directory.parties) - {bundle.sender}
-            if set(bundle.recipients) != expected or len(bundle.recipients) != len(
-                expected
-            ):
-                raise ProtocolError(
-                    f"setup: party {bundle.sender} sent shares for "
-                    f"{sorted(bundle.recipients)}, expected one for each of "
-                    f"{sorted(expected)}"
-                )
-            for recipient, blob in zip(
-                bundle.recipients, bundle.ciphertexts, strict=True
-            ):
-                if recipient in inbox:
-                    inbox[recipient].append((bundle.sender, blob))
-        self._participants = participants
-        return {
-            party: SetupSharesDelivery(
-                party,
-                participants,
-                tuple(s for s, _ in items),
-                tuple(b for _, b in items),
-            )
-            for party, items in inbox.items()
-        }
-
     # ------------------------------------------------------------------ rounds
-    def mask_request(self, round_id: int) -> MaskRequest:
-        """Round 1: open round ``round_id`` (strictly increasing) for the active set."""
-        if not self._participants:
-            raise ProtocolError("server: mask_request() before setup finished")
+    def open_round(
+        self, round_id: int, parties: Collection[int] | None = None
+    ) -> dict[int, RoundStart]:
+        """Round 1: open round ``round_id`` (strictly increasing) for ``parties``.
+
+        ``parties`` defaults to every participant. Parties left with fewer
+        than ``t`` active neighbours cannot share their seed and are left out.
+        """
+        directory = self.directory
         if round_id <= self._last_round:
             raise ProtocolError(
                 f"server: round {round_id} is not after round {self._last_round}; "
                 "secure-aggregation round ids must strictly increase"
             )
-        active = self.active
-        if len(active) < self.directory.threshold:
-            raise RecoveryFailed(
-                f"round {round_id}: only {len(active)} parties remain in the run, "
-                f"fewer than the threshold {self.directory.threshold}; start a new "
-                "key setup"
-            )
+        wanted = directory.members(
+            directory.bitmap(self.active if parties is None else parties), "parties"
+        )
+        active = prune(directory, wanted, f"round {round_id} opening")
         self._last_round = round_id
-        self._open = _OpenRound(round_id, active)
-        return MaskRequest(round_id, active)
+        self._open = OpenRound(
+            round_id,
+            active,
+            {
+                p: tuple(q for q in directory.neighbours(p) if q in active)
+                for p in active
+            },
+        )
+        request = MaskRequest(directory.run_id, round_id, directory.bitmap(active))
+        message = directory.to_message()
+        return {
+            p: RoundStart(request, None if p in self._confirmed else message)
+            for p in active
+        }
 
     def route_masked_inputs(
         self, inputs: Sequence[MaskedInput]
     ) -> dict[int, UnmaskRequest]:
-        """Round 2->3: add the masked vectors, ask survivors for their shares."""
+        """Round 2->3: add the masked vectors, route the seed shares to survivors."""
         current = self._current_round()
-        survivors = self._check_inputs(current, inputs)
-        dropped = tuple(p for p in current.active if p not in survivors)
-        total = inputs[0].masked.copy()
-        for message in inputs[1:]:
-            total += message.masked  # wraps modulo 2**bits, as intended
-        first = inputs[0]
+        by_sender = check_inputs(self.directory, current, inputs)
+        self._confirmed |= set(by_sender)
+        survivors = prune(
+            self.directory, tuple(by_sender), f"round {current.round_id} masked inputs"
+        )
+        first = by_sender[survivors[0]]
+        total = first.masked.copy()
+        for party in survivors[1:]:
+            total += by_sender[party].masked  # wraps modulo 2**bits, as intended
         current.codec = FixedPointCodec(
             first.bits, first.value_range, first.num_summands
         )
-        current.survivors, current.dropped, current.total = survivors, dropped, total
-        inbox: dict[int, list[tuple[int, bytes]]] = {p: [] for p in survivors}
-        for message in inputs:
-            for peer, blob in zip(message.recipients, message.ciphertexts, strict=True):
-                if peer in inbox:
-                    inbox[peer].append((message.sender, blob))
+        current.survivors, current.total = survivors, total
+        current.dropped = tuple(p for p in current.active if p not in survivors)
+        for party in survivors:
+            near = current.neighbours[party]
+            current.alive[party] = tuple(p for p in near if p in survivors)
+            current.gone[party] = tuple(p for p in near if p not in survivors)
+        bitmap = self.directory.bitmap(survivors)
         return {
             party: UnmaskRequest(
-                current.round_id,
-                survivors,
-                dropped,
-                tuple(s for s, _ in items),
-                tuple(b for _, b in items),
+                current.round_id, party, bitmap, route_shares(current, by_sender, party)
             )
-            for party, items in inbox.items()
+            for party in survivors
         }
 
     def unmask(self, responses: Sequence[UnmaskResponse]) -> SecureSum:
-        """Round 4: rebuild the secrets, remove every mask, decode the sum."""
+        """Round 4: rebuild the seeds, remove every mask, decode the sum."""
         current = self._current_round()
         if current.total is None or current.codec is None:
             raise ProtocolError(
                 f"round {current.round_id}: unmask before masked inputs"
             )
         self._open = None
-        self._excluded |= set(current.dropped)
-        responders = self._check_responses(current, responses)
+        answers = check_responses(self.directory, current, responses)
+        keys, signs = self._self_masks(current, answers)
+        pair_keys, pair_signs = self._dropped_pair_masks(current, answers)
         total = current.total
-        seeds = self._recover(current, responses, responders, "self").values()
-        keys = [self_mask_key(s, self._run_id, current.round_id) for s in seeds]
-        signs = [-1] * len(keys)
-        key_seeds = self._recover(current, responses, responders, "key")
-        for dropped, seed in key_seeds.items():
-            dropped_keys, dropped_signs = self._dropped_pair_masks(
-                current, dropped, seed
-            )
-            keys += dropped_keys
-            signs += dropped_signs
-        add_masks(total, keys, signs)
+        add_masks(total, keys + pair_keys, signs + pair_signs)
         logger.debug(
             "round %d unmasked: %d contributors, %d dropped",
             current.round_id,
@@ -236,133 +242,51 @@ class SecAggServer:
         )
 
     # ------------------------------------------------------------------ helpers
-    def _current_round(self) -> _OpenRound:
+    def _current_round(self) -> OpenRound:
         if self._open is None:
-            raise ProtocolError("server: no open round; call mask_request() first")
+            raise ProtocolError("server: no open round; call open_round() first")
         return self._open
 
-    def _check_inputs(
-        self, current: _OpenRound, inputs: Sequence[MaskedInput]
-    ) -> tuple[int, ...]:
-        senders = self.directory.check_subset([m.sender for m in inputs], "senders")
-        strangers = sorted(set(senders) - set(current.active))
-        if strangers:
-            raise ProtocolError(
-                f"round {current.round_id}: masked input from parties {strangers} "
-                "that are not active in this round"
-            )
-        if len(senders) < self.directory.threshold:
-            self._open = None
-            self._excluded |= set(current.active) - set(senders)
-            raise RecoveryFailed(
-                f"round {current.round_id}: {len(senders)} masked inputs arrived, at "
-                f"least {self.directory.threshold} needed; "
-                f"{len(current.active) - len(senders)} of {len(current.active)} "
-                "parties dropped, more than the protocol tolerates"
-            )
-        first = inputs[0]
-        for message in inputs:
-            same_codec = (message.bits, message.value_range, message.num_summands) == (
-                first.bits,
-                first.value_range,
-                first.num_summands,
-            )
-            if message.round_id != current.round_id or not same_codec:
-                raise ProtocolError(
-                    f"round {current.round_id}: party {message.sender} sent round "
-                    f"{message.round_id} with codec ({message.bits} bits, range "
-                    f"{message.value_range}, {message.num_summands} summands); all "
-                    "parties must use this round's id and one codec"
+    def _self_masks(
+        self, current: OpenRound, answers: dict[int, UnmaskResponse]
+    ) -> tuple[list[bytes], list[int]]:
+        """Each survivor's self-mask key, from its neighbours' revealed shares."""
+        keys = []
+        for owner in current.survivors:
+            points = [
+                (
+                    self.directory.point(holder),
+                    answers[holder].self_mask_shares[
+                        current.alive[holder].index(owner)
+                    ],
                 )
-            if message.masked.shape != first.masked.shape or message.masked.dtype != (
-                np.dtype(f"uint{first.bits}")
-            ):
-                raise ProtocolError(
-                    f"round {current.round_id}: party {message.sender} sent a masked "
-                    f"vector of shape {message.masked.shape} and dtype "
-                    f"{message.masked.dtype}, expected {first.masked.shape} "
-                    f"uint{first.bits}"
-                )
-        if len(senders) > first.num_summands:
-            raise ProtocolError(
-                f"round {current.round_id}: {len(senders)} inputs exceed the codec's "
-                f"{first.num_summands} summands; the sum could overflow"
-            )
-        return senders
-
-    def _check_responses(
-        self, current: _OpenRound, responses: Sequence[UnmaskResponse]
-    ) -> tuple[int, ...]:
-        responders = self.directory.check_subset(
-            [r.sender for r in responses], "responders"
-        )
-        for response in responses:
-            if response.round_id != current.round_id or response.sender not in (
-                current.survivors
-            ):
-                raise ProtocolError(
-                    f"round {current.round_id}: unmask response from party "
-                    f"{response.sender} for round {response.round_id} is not expected"
-                )
-            if set(response.mask_key_owners) & set(current.survivors):
-                raise ProtocolError(
-                    f"round {current.round_id}: party {response.sender} revealed "
-                    "mask-key shares of surviving parties"
-                )
-        if len(responders) < self.directory.threshold:
-            raise RecoveryFailed(
-                f"round {current.round_id}: {len(responders)} parties answered the "
-                f"unmask request, at least {self.directory.threshold} needed; the "
-                "round's sum cannot be recovered"
-            )
-        return responders
-
-    def _recover(
-        self,
-        current: _OpenRound,
-        responses: Sequence[UnmaskResponse],
-        responders: tuple[int, ...],
-        kind: str,
-    ) -> dict[int, int]:
-        """Reconstruct self-mask seeds of survivors or mask-key seeds of the dropped."""
-        owners = current.survivors if kind == "self" else current.dropped
-        points: dict[int, list[tuple[int, int]]] = {o: [] for o in owners}
-        for response in responses:
-            x = self.directory.points([response.sender])[0]
-            pairs = (
-                zip(response.self_mask_owners, response.self_mask_shares, strict=True)
-                if kind == "self"
-                else zip(
-                    response.mask_key_owners, response.mask_key_shares, strict=True
-                )
-            )
-            for owner, share in pairs:
-                if owner in points:
-                    points[owner].append((x, share))
-        what = "self-mask seed" if kind == "self" else "mask key"
-        return {
-            owner: shamir.reconstruct(
-                pts,
+                for holder in current.alive[owner]
+                if holder in answers
+            ]
+            seed = shamir.reconstruct(
+                points,
                 self.directory.threshold,
-                f"round {current.round_id}: {what} of party {owner}",
+                f"round {current.round_id}: self-mask seed of party {owner}",
             )
-            for owner, pts in points.items()
-        }
+            keys.append(self_mask_key(seed, self.directory.run_id, current.round_id))
+        return keys, [-1] * len(keys)
 
     def _dropped_pair_masks(
-        self, current: _OpenRound, dropped: int, seed: int
+        self, current: OpenRound, answers: dict[int, UnmaskResponse]
     ) -> tuple[list[bytes], list[int]]:
-        """Round keys and removal signs of a dropped party's masks with survivors."""
-        key = mask_key_from_seed(seed)
-        if public_bytes(key) != self.directory.mask_public(dropped):
-            raise RecoveryFailed(
-                f"round {current.round_id}: the mask key rebuilt for dropped party "
-                f"{dropped} does not match its public key (altered shares)"
-            )
+        """Pair masks survivors hold with dropped neighbours, with removal signs."""
         keys, signs = [], []
         for survivor in current.survivors:
-            peer_public = self.directory.mask_public(survivor)
-            seed_bytes = pair_seed(key, peer_public, self._run_id, dropped, survivor)
-            keys.append(pairwise_round_key(seed_bytes, self._run_id, current.round_id))
-            signs.append(-mask_sign(survivor, dropped))  # undo what the survivor added
+            gone = current.gone[survivor]
+            if not gone:
+                continue
+            if survivor not in answers:
+                raise RecoveryFailed(
+                    f"round {current.round_id}: survivor {survivor} did not answer "
+                    f"the unmask request, and only it can reveal its pair masks with "
+                    f"dropped neighbours {list(gone)}; the round's sum is lost"
+                )
+            for dropped, key in zip(gone, answers[survivor].pair_keys, strict=True):
+                keys.append(key)
+                signs.append(-mask_sign(survivor, dropped))
         return keys, signs

@@ -51,16 +51,37 @@ def _evaluate(coefficients: Sequence[int], x: int) -> int:
     return value
 
 
-def interpolate(points: Sequence[tuple[int, int]], at: int) -> int:
-    """Value at ``at`` of the unique polynomial through ``points`` (Lagrange)."""
-    total = 0
-    for i, (x_i, y_i) in enumerate(points):
-        numerator, denominator = 1, 1
-        for j, (x_j, _) in enumerate(points):
+def lagrange_weights(xs: Sequence[int]) -> list[int]:
+    """``1 / prod_{j != i} (x_i - x_j)`` for each point (one inverse each)."""
+    weights = []
+    for i, x_i in enumerate(xs):
+        denominator = 1
+        for j, x_j in enumerate(xs):
             if i != j:
-                numerator = numerator * (at - x_j) % PRIME
                 denominator = denominator * (x_i - x_j) % PRIME
-        total = (total + y_i * numerator * pow(denominator, -1, PRIME)) % PRIME
+        weights.append(pow(denominator, -1, PRIME))
+    return weights
+
+
+def interpolate(
+    points: Sequence[tuple[int, int]], at: int, weights: Sequence[int] | None = None
+) -> int:
+    """Value at ``at`` of the unique polynomial through ``points`` (Lagrange).
+
+    ``weights`` from :func:`lagrange_weights` of the points' x may be passed
+    to evaluate one polynomial at several places without new inverses.
+    """
+    if weights is None:
+        weights = lagrange_weights([x for x, _ in points])
+    factors = [(at - x) % PRIME for x, _ in points]
+    before = [1] * (len(points) + 1)  # prefix products of the factors
+    for i, factor in enumerate(factors):
+        before[i + 1] = before[i] * factor % PRIME
+    total, after = 0, 1
+    for i in range(len(points) - 1, -1, -1):
+        numerator = before[i] * after % PRIME
+        total = (total + points[i][1] * numerator * weights[i]) % PRIME
+        after = after * factors[i] % PRIME
     return total
 
 
@@ -81,13 +102,14 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int, owner: str) -
             "too many parties dropped out for this round to be unmasked"
         )
     basis = list(points[:threshold])
+    weights = lagrange_weights([x for x, _ in basis])
     for x, y in points[threshold:]:
-        if interpolate(basis, x) != y:
+        if interpolate(basis, x, weights) != y:
             raise RecoveryFailed(
                 f"{owner}: the share at point {x} is inconsistent with the others "
                 "(a revealed share was altered); the round cannot be trusted"
             )
-    return interpolate(basis, 0)
+    return interpolate(basis, 0, weights)
 
 
 def to_bytes(value: int) -> bytes:

@@ -12,17 +12,11 @@ from fedmed.privacy import (
     ProtocolError,
     RecoveryFailed,
     SecAggParty,
-    SecAggServer,
     ShareTampered,
     ValueOutOfRange,
     secure_sum_inprocess,
     setup_inprocess,
     shamir,
-)
-from fedmed.privacy.messages import (
-    MaskRequest,
-    SetupSharesDelivery,
-    UnmaskRequest,
 )
 
 DIM = 257
@@ -37,16 +31,24 @@ def _plain_sum(vectors, members):
     return np.sum([vectors[p] for p in members], axis=0)
 
 
+def _masked_round(server, parties, round_id, vectors, codec):
+    """Open a round by hand; every party masks; the server routes the shares."""
+    starts = server.open_round(round_id)
+    inputs = [
+        parties[p].mask(s.request, vectors[p], codec, s.directory)
+        for p, s in starts.items()
+    ]
+    return inputs, server.route_masked_inputs(inputs)
+
+
 def test_masked_inputs_hide_values_and_sum_is_exact():
     # Prepare
     ids = [3, 8, 11, 2**63 + 5]  # Flower node ids are unsigned 64-bit
     server, parties = setup_inprocess(ids, through_bytes=True)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=len(ids))
     vectors = _vectors(ids)
-    request = server.mask_request(1)
     # Execute
-    inputs = [parties[p].mask(request, vectors[p], codec) for p in ids]
-    requests = server.route_masked_inputs(inputs)
+    inputs, requests = _masked_round(server, parties, 1, vectors, codec)
     result = server.unmask([parties[p].unmask(r) for p, r in requests.items()])
     # Assert: what the server receives is not the encoding of any input
     for message in inputs:
@@ -60,9 +62,9 @@ def test_masked_inputs_hide_values_and_sum_is_exact():
 
 
 def test_sum_is_exact_with_the_most_dropouts_tolerated():
-    # Prepare: 7 parties, threshold 5 -> 2 may drop after the key setup
+    # Prepare: 7 parties, 6 neighbours, threshold 4 -> 2 may drop out
     ids = list(range(7))
-    server, parties = setup_inprocess(ids, threshold=5)
+    server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=64, value_range=10.0, num_summands=7)
     vectors = _vectors(ids, scale=10.0)
     # Execute
@@ -71,6 +73,7 @@ def test_sum_is_exact_with_the_most_dropouts_tolerated():
     )
     # Assert
     survivors = [0, 1, 3, 4, 6]
+    assert server.directory.threshold == 4
     assert result.contributors == tuple(survivors)
     assert result.dropped == (2, 5)
     np.testing.assert_allclose(result.values, _plain_sum(vectors, survivors), atol=1e-9)
@@ -79,10 +82,10 @@ def test_sum_is_exact_with_the_most_dropouts_tolerated():
 def test_one_dropout_too_many_fails_the_round_clearly():
     # Prepare
     ids = list(range(7))
-    server, parties = setup_inprocess(ids, threshold=5)
+    server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=7)
-    # Execute / Assert
-    with pytest.raises(RecoveryFailed, match="4 masked inputs arrived, at least 5"):
+    # Execute / Assert: every survivor keeps only 3 of the 4 neighbours needed
+    with pytest.raises(RecoveryFailed, match="0 of 4 parties keep at least 4"):
         secure_sum_inprocess(
             server, parties, 1, _vectors(ids), codec, drop_before_masking=[0, 1, 2]
         )
@@ -90,9 +93,9 @@ def test_one_dropout_too_many_fails_the_round_clearly():
 
 def test_dropouts_during_unmasking_keep_their_input():
     # Prepare
-    ids = list(range(6))
-    server, parties = setup_inprocess(ids, threshold=4)
-    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=6)
+    ids = list(range(7))
+    server, parties = setup_inprocess(ids)
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=7)
     vectors = _vectors(ids)
     # Execute
     result = secure_sum_inprocess(
@@ -100,29 +103,36 @@ def test_dropouts_during_unmasking_keep_their_input():
     )
     # Assert
     np.testing.assert_allclose(result.values, _plain_sum(vectors, ids), atol=1e-7)
-    with pytest.raises(RecoveryFailed, match="3 parties answered"):
+    with pytest.raises(RecoveryFailed, match="3 shares revealed, at least 4 needed"):
         secure_sum_inprocess(
             server, parties, 2, vectors, codec, drop_before_unmasking=[0, 1, 2]
         )
 
 
-def test_tampered_setup_share_is_rejected():
-    # Prepare
+def test_a_survivor_next_to_a_dropout_must_answer_the_unmask_request():
+    # Prepare: only the survivor holds its round pair key with a dropped party
+    ids = list(range(7))
+    server, parties = setup_inprocess(ids)
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=7)
+    # Execute / Assert
+    with pytest.raises(RecoveryFailed, match=r"survivor 3 did not answer .* \[2\]"):
+        secure_sum_inprocess(server, parties, 1, _vectors(ids), codec, [2], [3])
+
+
+def test_tampered_round_share_is_rejected():
+    # Prepare: one bit of party 0's sealed share for party 1 flips on the way
     ids = [0, 1, 2]
-    parties = {p: SecAggParty(p) for p in ids}
-    server = SecAggServer()
-    directory = server.receive_advertisements([p.advertise() for p in parties.values()])
-    bundles = [p.receive_directory(directory) for p in parties.values()]
-    deliveries = server.route_setup_shares(bundles)
-    delivery = deliveries[1]
-    blob = bytearray(delivery.ciphertexts[0])
-    blob[20] ^= 0x01
+    server, parties = setup_inprocess(ids)
+    codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=3)
+    _, requests = _masked_round(server, parties, 1, _vectors(ids), codec)
+    blob = bytearray(requests[1].shares[0])
+    blob[5] ^= 0x01
     tampered = dataclasses.replace(
-        delivery, ciphertexts=(bytes(blob), *delivery.ciphertexts[1:])
+        requests[1], shares=(bytes(blob), *requests[1].shares[1:])
     )
     # Execute / Assert
-    with pytest.raises(ShareTampered, match="from party 0 .* failed authentication"):
-        parties[1].receive_setup_shares(tampered)
+    with pytest.raises(ShareTampered, match="from party 0 for round 1 failed"):
+        parties[1].unmask(tampered)
 
 
 def test_misrouted_round_share_is_rejected():
@@ -130,35 +140,30 @@ def test_misrouted_round_share_is_rejected():
     ids = [0, 1, 2, 3]
     server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=4)
-    vectors = _vectors(ids)
-    request = server.mask_request(1)
-    inputs = [parties[p].mask(request, vectors[p], codec) for p in ids]
-    requests = server.route_masked_inputs(inputs)
+    _, requests = _masked_round(server, parties, 1, _vectors(ids), codec)
     original = requests[2]
-    swapped = UnmaskRequest(
-        original.round_id,
-        original.survivors,
-        original.dropped,
-        original.senders,
-        (original.ciphertexts[1], original.ciphertexts[0], *original.ciphertexts[2:]),
+    swapped = dataclasses.replace(
+        original,
+        shares=(original.shares[1], original.shares[0], *original.shares[2:]),
     )
     # Execute / Assert
     with pytest.raises(ShareTampered):
         parties[2].unmask(swapped)
+    with pytest.raises(ProtocolError, match="addressed to party 2"):
+        parties[1].unmask(original)
 
 
 def test_share_replayed_from_an_earlier_round_is_rejected():
-    # Prepare: the same pair key encrypts every round's shares; the AEAD binds the round
+    # Prepare: one key per direction seals every round's shares; the nonce
+    # and the associated data bind the round
     ids = [0, 1, 2]
     server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=3)
-    vectors = _vectors(ids)
     rounds = {}
     for round_id in (1, 2):
-        request = server.mask_request(round_id)
-        inputs = [parties[p].mask(request, vectors[p], codec) for p in ids]
-        rounds[round_id] = server.route_masked_inputs(inputs)[2]
-    replayed = dataclasses.replace(rounds[2], ciphertexts=rounds[1].ciphertexts)
+        _, requests = _masked_round(server, parties, round_id, _vectors(ids), codec)
+        rounds[round_id] = requests[2]
+    replayed = dataclasses.replace(rounds[2], shares=rounds[1].shares)
     # Execute / Assert
     with pytest.raises(ShareTampered, match="for round 2"):
         parties[2].unmask(replayed)
@@ -176,38 +181,43 @@ def test_out_of_range_input_names_party_index_and_value():
         secure_sum_inprocess(server, parties, 1, vectors, codec)
 
 
-def test_dropped_party_is_excluded_for_the_rest_of_the_run():
+def test_a_dropped_party_rejoins_the_next_round_without_new_keys():
     # Prepare
     ids = list(range(5))
-    server, parties = setup_inprocess(ids, threshold=3)
+    server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=5)
     vectors = _vectors(ids)
-    secure_sum_inprocess(server, parties, 1, vectors, codec, drop_before_masking=[4])
-    # Execute
-    result = secure_sum_inprocess(server, parties, 2, vectors, codec)
-    # Assert
-    assert result.contributors == (0, 1, 2, 3)
-    np.testing.assert_allclose(
-        result.values, _plain_sum(vectors, [0, 1, 2, 3]), atol=1e-7
+    first = secure_sum_inprocess(
+        server, parties, 1, vectors, codec, drop_before_masking=[4]
     )
-    with pytest.raises(ProtocolError, match="excluded from round 3"):
-        parties[4].mask(MaskRequest(3, (0, 1, 2, 3)), vectors[4], codec)
-    with pytest.raises(ProtocolError, match=r"lists excluded parties \[4\]"):
-        parties[0].mask(MaskRequest(3, (0, 1, 2, 3, 4)), vectors[0], codec)
+    # Execute
+    second = secure_sum_inprocess(server, parties, 2, vectors, codec)
+    # Assert
+    assert (first.contributors, first.dropped) == ((0, 1, 2, 3), (4,))
+    assert (second.contributors, second.dropped) == (tuple(ids), ())
+    np.testing.assert_allclose(second.values, _plain_sum(vectors, ids), atol=1e-7)
 
 
-def test_party_refuses_to_reveal_key_shares_of_a_survivor():
-    # Prepare: a server that lists a party both as having sent and as dropped
-    ids = [0, 1, 2, 3]
-    server, parties = setup_inprocess(ids, threshold=2)
+def test_the_directory_travels_until_a_party_has_masked_once():
+    # Prepare
+    ids = list(range(4))
+    server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=4)
-    request = server.mask_request(1)
-    for p in ids:
-        parties[p].mask(request, _vectors(ids)[p], codec)
-    greedy = UnmaskRequest(1, (0, 1, 2), (2, 3), (), ())
-    # Execute / Assert
-    with pytest.raises(ProtocolError, match="must split the round's active parties"):
-        parties[0].unmask(greedy)
+    vectors = _vectors(ids)
+    first = server.open_round(1)
+    inputs = [
+        parties[p].mask(s.request, vectors[p], codec, s.directory)
+        for p, s in first.items()
+    ]
+    # Execute: party 3's masked input is lost, so it gets the directory again
+    requests = server.route_masked_inputs(inputs[:3])
+    server.unmask([parties[p].unmask(r) for p, r in requests.items()])
+    second = server.open_round(2)
+    # Assert
+    assert all(first[p].directory is not None for p in ids)
+    assert [p for p in ids if second[p].directory is not None] == [3]
+    masked = parties[3].mask(second[3].request, vectors[3], codec, second[3].directory)
+    assert masked.round_id == 2
 
 
 def test_round_ids_must_increase_and_rounds_mask_once():
@@ -215,13 +225,13 @@ def test_round_ids_must_increase_and_rounds_mask_once():
     ids = [0, 1]
     server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=2)
-    request = server.mask_request(5)
-    parties[0].mask(request, np.zeros(3), codec)
+    start = server.open_round(5)[0]
+    parties[0].mask(start.request, np.zeros(3), codec, start.directory)
     # Execute / Assert
     with pytest.raises(ProtocolError, match="round ids must increase"):
-        parties[0].mask(request, np.zeros(3), codec)
+        parties[0].mask(start.request, np.zeros(3), codec)
     with pytest.raises(ProtocolError, match="must strictly increase"):
-        server.mask_request(5)
+        server.open_round(5)
 
 
 def test_party_state_survives_a_restart_between_messages():
@@ -230,14 +240,24 @@ def test_party_state_survives_a_restart_between_messages():
     server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=64, value_range=1.0, num_summands=3)
     vectors = _vectors(ids)
-    # Execute: every party is rebuilt from its flat state before each round
+
+    def restarted():
+        return {p: SecAggParty.from_state(q.to_state()) for p, q in parties.items()}
+
+    # Execute: every party is rebuilt from its flat state before each message
     for round_id in (1, 2):
-        parties = {p: SecAggParty.from_state(q.to_state()) for p, q in parties.items()}
-        result = secure_sum_inprocess(
-            server, parties, round_id, vectors, codec, through_bytes=True
-        )
+        parties = restarted()
+        starts = server.open_round(round_id)
+        inputs = [
+            parties[p].mask(s.request, vectors[p], codec, s.directory)
+            for p, s in starts.items()
+        ]
+        requests = server.route_masked_inputs(inputs)
+        parties = restarted()
+        result = server.unmask([parties[p].unmask(r) for p, r in requests.items()])
     # Assert
     np.testing.assert_allclose(result.values, _plain_sum(vectors, ids), atol=1e-12)
+    assert parties[0].to_state()["pending_round"] == -1
 
 
 def test_a_single_party_cannot_aggregate():
@@ -246,31 +266,13 @@ def test_a_single_party_cannot_aggregate():
         setup_inprocess([0])
 
 
-def test_delivery_for_the_wrong_party_is_refused():
-    # Prepare
-    ids = [0, 1, 2]
-    parties = {p: SecAggParty(p) for p in ids}
-    server = SecAggServer()
-    directory = server.receive_advertisements([p.advertise() for p in parties.values()])
-    deliveries = server.route_setup_shares(
-        [p.receive_directory(directory) for p in parties.values()]
-    )
-    wrong: SetupSharesDelivery = deliveries[2]
-    # Execute / Assert
-    with pytest.raises(ProtocolError, match="addressed to party 2"):
-        parties[1].receive_setup_shares(wrong)
-
-
 def test_altered_revealed_share_is_detected_by_the_server():
-    # Prepare
+    # Prepare: 4 parties, 3 neighbours, threshold 2: each seed has one spare share
     ids = [0, 1, 2, 3]
-    server, parties = setup_inprocess(ids, threshold=2)
+    server, parties = setup_inprocess(ids)
     codec = FixedPointCodec(bits=32, value_range=1.0, num_summands=4)
-    request = server.mask_request(1)
-    inputs = [parties[p].mask(request, _vectors(ids)[p], codec) for p in ids]
-    responses = [
-        parties[p].unmask(r) for p, r in server.route_masked_inputs(inputs).items()
-    ]
+    _, requests = _masked_round(server, parties, 1, _vectors(ids), codec)
+    responses = [parties[p].unmask(r) for p, r in requests.items()]
     honest = responses[3]
     shares = list(honest.self_mask_shares)
     shares[0] = (shares[0] + 1) % shamir.PRIME

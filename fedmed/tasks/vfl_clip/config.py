@@ -20,6 +20,11 @@ Choices the paper leaves open, made here:
   ``n**2 * 1e6 / 2**32`` (2.3e-2 for 10), i.e. the pooled mean gradient to
   3.3e-6 on DermaMNIST's 7,007 training images. ``secagg-bits = 64`` makes it
   exact to ~1e-11 at twice the upload.
+* ``secagg-threshold = 0``: the secure-aggregation default, ``ceil(2k/3)`` of
+  each provider's ``k`` neighbours (:mod:`fedmed.privacy.directory`); the
+  providers refuse anything lower, so a value only ever raises it. With 3
+  providers (``k = 2``, ``t = 2``) no provider may drop out of a round; from
+  4 on one may.
 * ``quick-gelu = true``: OpenAI CLIP checkpoints use QuickGELU.
 """
 

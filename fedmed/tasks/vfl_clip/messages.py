@@ -5,6 +5,7 @@ Per training round ``r`` (secure-aggregation round id ``2r``, see
 
     knowledge provider -> server      TextFeatures(r, T, logit_scale)
     server -> image providers         TextFeatures + MaskRequest(2r)
+                                      (+ KeyDirectory in a provider's first round)
     image provider -> server          MaskedInput of [G_i (C*d), loss_i, N_i]
     server <-> image providers        UnmaskRequest / UnmaskResponse
     server -> knowledge provider      AggregatedGradient(r, sum G_i, sum loss_i,

@@ -150,7 +150,12 @@ def inprocess_providers(
     through_bytes: bool = True,
     traffic: Traffic | None = None,
 ) -> tuple[SecAggServer, InProcessChannel]:
-    """Key setup between in-process image providers and a fresh server."""
+    """Key setup (one round trip) between in-process image providers and a server.
+
+    ``vfl-clip.secagg-threshold`` (0 = default ``ceil(2k/3)``) is the Shamir
+    threshold among each provider's ``k`` neighbours; providers refuse a
+    value below their floor of two thirds.
+    """
     check_image_providers(len(providers))
     by_id = {p.site_id: p for p in providers}
     if len(by_id) != len(providers):
@@ -185,8 +190,9 @@ def run_vfl_inprocess(
     """Train the CoOp context for ``rounds`` rounds across the vertical split.
 
     ``dropouts`` maps a round to image-provider ids that vanish after masking
-    (their data leave the sum; the run goes on if enough providers remain).
-    The final round is always evaluated.
+    in that round's training sum (their data leave that sum; the round goes on
+    if every remaining provider keeps ``t`` neighbours, and they take part
+    again from the next secure sum on). The final round is always evaluated.
     """
     server, channel = inprocess_providers(cfg, providers, through_bytes, traffic)
     kp = InProcessKnowledge(knowledge, through_bytes, traffic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedmed.privacy import RecoveryFailed
 from fedmed.tasks.registry import get_task
 from fedmed.tasks.vfl_clip import VflSetupError, resolve_role, run_vfl_inprocess
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
@@ -43,19 +44,36 @@ def test_roles_from_partition_and_from_node_config():
 
 
 def test_training_continues_when_an_image_provider_drops_out():
-    # Prepare
+    # Prepare: 4 providers (3 neighbours each, threshold 2) survive one dropout;
+    # with secure aggregation v2 the dropped provider rejoins the next round
     cfg = tiny_config(secagg_threshold=2)
+    rng = np.random.default_rng(3)
+    providers = [
+        ImageProvider(k, gaussian_split(rng, 30), gaussian_split(rng, 15))
+        for k in range(4)
+    ]
+    knowledge = KnowledgeProvider(build_text_model(cfg, 0), cfg.lr)
+    # Execute
+    history = run_vfl_inprocess(
+        cfg, knowledge, providers, rounds=3, dropouts={2: [1]}, evaluate_every=1
+    )
+    # Assert
+    assert history.contributors == [(0, 1, 2, 3), (0, 2, 3), (0, 1, 2, 3)]
+    assert [e["num_examples"] for e in history.evaluations] == [60.0] * 3
+
+
+def test_three_providers_cannot_lose_one():
+    # Prepare: 3 providers have 2 neighbours each and need both (t >= 2 of 2)
+    cfg = tiny_config()
     rng = np.random.default_rng(3)
     providers = [
         ImageProvider(k, gaussian_split(rng, 30), gaussian_split(rng, 15))
         for k in range(3)
     ]
     knowledge = KnowledgeProvider(build_text_model(cfg, 0), cfg.lr)
-    # Execute
-    history = run_vfl_inprocess(cfg, knowledge, providers, rounds=3, dropouts={2: [1]})
-    # Assert
-    assert history.contributors == [(0, 1, 2), (0, 2), (0, 2)]
-    assert history.evaluations[-1]["num_examples"] == 30.0  # provider 1 is out
+    # Execute / Assert
+    with pytest.raises(RecoveryFailed, match="keep at least 2 neighbours"):
+        run_vfl_inprocess(cfg, knowledge, providers, rounds=2, dropouts={2: [1]})
 
 
 def test_vfl_messages_round_trip_as_arrays():
