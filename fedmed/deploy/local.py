@@ -264,9 +264,6 @@ class LocalDeployment:
         proc = self._procs.get(name)
         return proc is not None and proc.poll() is None
 
-    def superlink_alive(self) -> bool:
-        return self.alive("superlink")
-
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one started process only (its children stay)."""
         proc = self._procs[name]

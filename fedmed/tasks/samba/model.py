@@ -62,11 +62,6 @@ class SambaModel(nn.Module):
         self.localizer = localizer
         self.description = description
 
-    @property
-    def low_res_size(self) -> int:
-        """Side of the decoder's low-resolution logits (4x the embedding grid)."""
-        return int(self.sam.prompt_encoder.mask_input_size[0])
-
 
 def build_tiny_sam(image_size: int, dim: int) -> Sam:
     """A small SAM from segment_anything's own modelling classes (tests, demos).

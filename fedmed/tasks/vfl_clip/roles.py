@@ -145,14 +145,6 @@ class KnowledgeProvider:
             "num_examples": float(aggregate.count),
         }
 
-    def aggregate_from_sum(
-        self, round_id: int, vector: np.ndarray
-    ) -> AggregatedGradient:
-        """Unpack the decoded secure sum ``[sum G, sum loss, sum N]``."""
-        return AggregatedGradient.from_sum(
-            round_id, vector, self.model.num_classes, self.model.embed_dim
-        )
-
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Context and Adam moments as arrays (kept between messages on the node)."""
         arrays = {"ctx": self.model.prompt_learner.ctx.detach().numpy().copy()}
