@@ -34,6 +34,12 @@ class PlatformConfig:
     of the sites' updates (``strategies/secure_fedavg.py``); every site's
     ``n_i * w_i`` must then lie within ``secagg-value-range`` (64-bit
     fixed-point ring: the mean is exact to about ``sites**2 * range / 2**64``).
+
+    ``max-examples-per-site`` bounds the weight one site can claim: a reply
+    whose example count is not a finite integer in ``[0, max]`` is refused, so
+    no site can make the aggregate its own update by claiming 1e18 examples.
+    ``max-update-norm`` (0 = off) bounds the L2 norm of one site's update
+    ``w_i - w`` in plain FedAvg, the norm bound of Sun et al. 2019 without noise.
     """
 
     task_name: str = "classify"
@@ -50,6 +56,8 @@ class PlatformConfig:
     round_timeout_s: float = 3600.0
     secure_aggregation: bool = False
     secagg_value_range: float = 1e9
+    max_examples_per_site: int = 1_000_000
+    max_update_norm: float = 0.0
     differential_privacy: bool = False
     dp_noise_multiplier: float = 1.0
     dp_clip_norm: float = 1.0
@@ -78,6 +86,16 @@ class PlatformConfig:
                 "secagg-value-range must be a positive finite number, "
                 f"found {self.secagg_value_range}"
             )
+        if self.max_examples_per_site < 1:
+            raise ConfigError(
+                "max-examples-per-site must be >= 1, found "
+                f"{self.max_examples_per_site}"
+            )
+        if not (math.isfinite(self.max_update_norm) and self.max_update_norm >= 0):
+            raise ConfigError(
+                "max-update-norm must be a finite number >= 0 (0 turns it off), "
+                f"found {self.max_update_norm}"
+            )
         if self.secure_aggregation:
             self._check_secure_aggregation()
         if self.differential_privacy:
@@ -91,6 +109,12 @@ class PlatformConfig:
                 f"{self.min_sites}: a sum over one site is that site's update; run "
                 "with at least 2 "
                 "sites and min-sites=2, or set secure-aggregation=false"
+            )
+        if self.fraction_train < 1.0:
+            raise ConfigError(
+                f"secure-aggregation=true needs fraction-train=1, found "
+                f"{self.fraction_train}: sums over different subsets of sites "
+                "differ by single sites' inputs; set fraction-train=1"
             )
         if self.comm_dtype != "fp32":
             raise ConfigError(
