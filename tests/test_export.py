@@ -133,3 +133,21 @@ def test_task_without_artifacts_exports_nothing(tmp_path):
     assert export_run(run.path) == []
     assert task.aggregation_report() == {}
     assert not (run.path / "adapters").exists()
+
+
+def test_export_command_writes_the_requested_round(selora_run, tmp_path):
+    # Prepare
+    from typer.testing import CliRunner
+
+    from fedmed.cli import app
+
+    run_dir, _, _ = selora_run
+    # Execute
+    result = CliRunner().invoke(
+        app, ["export", str(run_dir), "--round", "1", "--out", str(tmp_path / "r1")]
+    )
+    # Assert
+    assert result.exit_code == 0, result.output
+    ranks = json.loads((tmp_path / "r1" / "ranks.json").read_text())
+    assert {r for layers in ranks.values() for r in layers.values()} == {1}
+    assert "wrote" in result.output

@@ -15,6 +15,7 @@ import typer
 from fedmed.cli.bench import bench_app
 from fedmed.cli.data import data_app
 from fedmed.cli.deploy import certs, deploy_app
+from fedmed.cli.export import export
 from fedmed.cli.report import report
 from fedmed.cli.run import demo, simulate
 from fedmed.cli.site import site_app
@@ -28,6 +29,7 @@ app.command("certs")(certs)
 app.command("simulate")(simulate)
 app.command("report")(report)
 app.command("demo")(demo)
+app.command("export")(export)
 app.add_typer(data_app, name="data")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(bench_app, name="bench")
