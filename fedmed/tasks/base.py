@@ -113,6 +113,11 @@ class Task(ABC):
     #: the example-weighted mean (what secure aggregation and central DP
     #: compute). ``custom``: anything else (SeLoRA's growing ranks).
     aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
+    #: Every training metric the task's ``fit`` may report. Under secure
+    #: aggregation each site masks one value and weight slot per name, every
+    #: round, zeros where it has nothing, so the layout never shows which
+    #: site reported what; a metric not declared here stays on the site.
+    train_metric_names: ClassVar[tuple[str, ...]] = ("train_loss",)
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""

@@ -31,6 +31,7 @@ class ClassifyTask(Task):
     """timm ViT on MedMNIST-format data: full fine-tuning, linear probe or LoRA."""
 
     name = "classify"
+    train_metric_names = ("train_loss", "steps")
     config_class = ClassifyConfig
 
     default_data_dir = "data/dermamnist"

@@ -53,6 +53,7 @@ class FptTask(Task):
     """FPT (Huang et al., MICCAI 2024); baselines full/linear/LoRA/BitFit/prompt."""
 
     name = "fpt"
+    train_metric_names = ("train_loss", "steps", "lr", "kv_cache_mb")
     config_class = FptConfig
 
     default_data_dir = "data/fpt_synth"
