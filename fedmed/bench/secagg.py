@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fedmed.bench.secagg_protocol import ROUND_PROVIDERS, measure, measure_vfl_round
+from fedmed.bench.secagg_protocol import measure
+from fedmed.bench.secagg_vfl import ROUND_PROVIDERS, measure_vfl_round
 from fedmed.privacy import RecoveryFailed
 from fedmed.privacy.graph import default_degree
 
