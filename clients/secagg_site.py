@@ -8,6 +8,8 @@ server side is ``strategies.secure_fedavg.SecureAdapterFedAvg``::
                          the first round) -> MaskedInput of
                          [n w, n, (n m, n) per declared metric], accepted?
     train.secagg_unmask  UnmaskRequest -> UnmaskResponse
+    evaluate.secagg_evaluate  aggregate + MaskRequest -> MaskedInput of
+                         [n, (n m, n) per declared metric, dense statistics]
 
 ``secagg_fit`` runs the plain training of the ClientApp (faults included),
 checks the update on the site (the server cannot once it is masked) and
@@ -39,6 +41,7 @@ from clients.secagg_party import keep_party, load_party, open_round, party_actio
 from clients.site import register_actions, site_of
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import PlatformConfig
+from fedmed.privacy.secure_evaluation import evaluation_vector
 from fedmed.privacy.weighted_sum import (
     check_site_update,
     clip_update_norm,
@@ -46,7 +49,7 @@ from fedmed.privacy.weighted_sum import (
     update_codec,
 )
 from fedmed.tasks import get_task
-from fedmed.tasks.base import Task
+from fedmed.tasks.base import RoundResult, Task
 from fedmed.wire import (
     ARRAYS,
     CONFIG,
@@ -176,6 +179,40 @@ def _keep_fit(
         context.state[UPDATE_STATE] = state_to_record(accepted[0], "fp32")
 
 
+def evaluate_and_mask(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
+    """``evaluate.secagg_evaluate``: evaluate the aggregate, mask metrics and
+    dense statistics; only the masked vector leaves the node."""
+    party = load_party(context, SITE_PARTY)
+    request = open_round(party, msg.content)
+    task = get_task(context.run_config)
+    model = task.build_model()
+    task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
+    result = task.evaluate(model, task.site_data(context.node_config))
+    examples = result.num_examples
+    if not 0 <= examples <= platform.max_examples_per_site:
+        log(
+            ERROR,
+            "site %s: %s test examples outside the cap",
+            site_of(context),
+            examples,
+        )
+        result = RoundResult(0)
+    vector = evaluation_vector(
+        result.num_examples,
+        result.metrics,
+        task.evaluate_metric_names,
+        task.secure_statistics(result.statistics or None),
+        platform.secagg_value_range,
+    )
+    masked = party.mask(
+        request, vector, update_codec(platform.secagg_value_range, party.num_parties)
+    )
+    keep_party(context, SITE_PARTY, party)
+    return RecordDict({REPLY: to_record(masked)})
+
+
 def register(app: ClientApp, train: ClientAppCallable) -> None:
     """Add the secure-aggregation site actions to ``app``.
 
@@ -190,3 +227,6 @@ def register(app: ClientApp, train: ClientAppCallable) -> None:
         app, party_actions(SITE_PARTY, site_of, lambda platform: platform.min_sites)
     )
     register_actions(app, {SITE_PARTY.action("fit"): fit})
+    register_actions(
+        app, {SITE_PARTY.action("evaluate"): evaluate_and_mask}, category="evaluate"
+    )

@@ -15,7 +15,7 @@ dropout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flwr.app import Message, RecordDict
@@ -32,7 +32,13 @@ from fedmed.privacy.messages import (
 )
 from fedmed.runs import RoundTally
 from fedmed.wire import payload_bytes
-from fedmed.wire.secagg import REPLY, PartyActions, from_record, request_content
+from fedmed.wire.secagg import (
+    REPLY,
+    SITE_PARTY,
+    PartyActions,
+    from_record,
+    request_content,
+)
 from strategies.replies import record_silent, screen_replies
 
 
@@ -132,3 +138,41 @@ class FlowerParties:
     ) -> dict[int, UnmaskResponse]:
         contents = {p: request_content(r) for p, r in requests.items()}
         return self._exchange("unmask", contents, UnmaskResponse)
+
+
+@dataclass
+class SiteParties(FlowerParties):
+    """The secure-aggregation channel to a horizontal run's sites (party = site id)."""
+
+    actions = SITE_PARTY
+    party_noun = "sites"
+
+    ads: dict[int, KeyAdvertisement] = field(default_factory=dict)
+
+    def discover(
+        self, request: KeyRequest, nodes: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
+        """Ask every node for fresh public keys; learn which site each node is."""
+        labels = {f"node-{n}": n for n in nodes}
+        replies = self.transport.exchange(
+            self.actions.action("keys"),
+            {k: request_content(request) for k in labels},
+            labels,
+        )
+        for label, content in replies.items():
+            ad = from_record(KeyAdvertisement, content[REPLY])
+            if ad.party in self.ads:
+                raise SetupIncomplete(
+                    f"nodes {self.nodes[ad.party]} and {labels[label]} both are site "
+                    f"{ad.party}; give every site its own site-id"
+                )
+            self.ads[ad.party], self.nodes[ad.party] = ad, labels[label]
+        self.transport.tally.relabel(
+            {f"node-{n}": str(p) for p, n in self.nodes.items()}
+        )
+        return self.ads
+
+    def advertise(
+        self, request: KeyRequest, parties: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
+        return {p: self.ads[p] for p in parties}

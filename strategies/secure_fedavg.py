@@ -17,7 +17,7 @@ round:
 * public keys, sealed seed shares it cannot open, masked vectors, and per
   round the seed shares of survivors and the round-bound pair keys of
   dropped sites (never both for one site and round);
-* as in plain runs, each site's evaluation metrics of the *aggregate*.
+* the sums of the sites' evaluation metrics (weighted) and statistics.
 
 It never holds a site's update, example count or training metrics.
 
@@ -38,15 +38,17 @@ round; too many dropouts fail the round with
 :class:`fedmed.privacy.RecoveryFailed` logged and the global model kept. A
 sum claiming more than ``max-examples-per-site`` per contributor is refused
 (a site cheated its own check). Each round is checkpointed and logged like
-:class:`AdapterFedAvg`'s (bytes of every message counted); evaluation is
-:class:`AdapterFedAvg`'s.
+:class:`AdapterFedAvg`'s (bytes of every message counted). Evaluation is
+summed securely too (``strategies.secure_evaluation``): the server learns
+the example-weighted mean of each declared evaluation metric and the pooled
+metrics computed from the summed statistics, never one site's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import ERROR, INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -55,7 +57,7 @@ from flwr.supercore import log
 
 from fedmed.comm.selection import UpdateRejected
 from fedmed.privacy import SecAggError, SecAggServer, SecureSum
-from fedmed.privacy.messages import KeyAdvertisement, KeyRequest, MaskedInput
+from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.protocol import run_setup
 from fedmed.privacy.weighted_sum import mean_from_sum
 from fedmed.runs import RoundTally, RunDirectory
@@ -76,50 +78,12 @@ from fedmed.wire.secagg import (
     REPLY,
     SITE_PARTY,
     from_record,
-    request_content,
     round_content,
 )
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.replies import record_silent, screen_replies
-from strategies.secagg_channel import FlowerParties, SetupIncomplete, Transport
-
-
-@dataclass
-class SiteParties(FlowerParties):
-    """The secure-aggregation channel to a horizontal run's sites (party = site id)."""
-
-    actions = SITE_PARTY
-    party_noun = "sites"
-
-    ads: dict[int, KeyAdvertisement] = field(default_factory=dict)
-
-    def discover(
-        self, request: KeyRequest, nodes: Sequence[int]
-    ) -> dict[int, KeyAdvertisement]:
-        """Ask every node for fresh public keys; learn which site each node is."""
-        labels = {f"node-{n}": n for n in nodes}
-        replies = self.transport.exchange(
-            self.actions.action("keys"),
-            {k: request_content(request) for k in labels},
-            labels,
-        )
-        for label, content in replies.items():
-            ad = from_record(KeyAdvertisement, content[REPLY])
-            if ad.party in self.ads:
-                raise SetupIncomplete(
-                    f"nodes {self.nodes[ad.party]} and {labels[label]} both are site "
-                    f"{ad.party}; give every site its own site-id"
-                )
-            self.ads[ad.party], self.nodes[ad.party] = ad, labels[label]
-        self.transport.tally.relabel(
-            {f"node-{n}": str(p) for p, n in self.nodes.items()}
-        )
-        return self.ads
-
-    def advertise(
-        self, request: KeyRequest, parties: Sequence[int]
-    ) -> dict[int, KeyAdvertisement]:
-        return {p: self.ads[p] for p in parties}
+from strategies.secagg_channel import SetupIncomplete, SiteParties, Transport
+from strategies.secure_evaluation import evaluate_messages, secure_evaluation
 
 
 @dataclass(frozen=True)
@@ -134,8 +98,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     """Weighted FedAvg whose server sees only the secure sum of site updates.
 
     Client contract: the actions of ``clients.secagg_site`` (key setup,
-    ``secagg_fit``, ``secagg_unmask``) and, for evaluation,
-    :class:`AdapterFedAvg`'s.
+    ``secagg_fit``, ``secagg_unmask``, ``secagg_evaluate``).
     """
 
     def __init__(
@@ -340,6 +303,47 @@ class SecureAdapterFedAvg(AdapterFedAvg):
                 f"x {len(total.contributors)} contributors = {cap}; a site claimed "
                 "more than the cap (round refused)"
             )
+
+    # ---------------------------------------------------------------- evaluate
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Open the round's secure evaluation sum at every site."""
+        round_k = self.round_of(server_round)
+        server, channel = self._ensure_setup(grid, round_k)
+        config[SERVER_ROUND] = round_k
+        starts = server.open_round(secagg_round(round_k, "evaluate"))
+        self.started = time.perf_counter()
+        return evaluate_messages(
+            starts, channel.nodes, arrays, config, self.secure_tally
+        )
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Weighted mean metrics and pooled metrics from the unmasked sum only."""
+        round_k = self.round_of(server_round)
+        try:
+            aggregated = secure_evaluation(
+                self.task,
+                self._secagg,  # type: ignore[arg-type]  # set by configure_evaluate
+                self._channel,  # type: ignore[arg-type]
+                replies,
+                min_sites=self.min_sites,
+                where=f"round {round_k} evaluation",
+                timeout=self.timeout,
+            )
+        except SecAggError as err:
+            log(ERROR, "round %d: secure evaluation failed: %s", round_k, err)
+            aggregated = {}
+        contributors = aggregated.pop("contributors", 0)
+        self._record_secure(
+            round_k, "evaluate", self.started, aggregated, contributors=contributors
+        )
+        log(INFO, "round %d secure evaluation: %s", round_k, aggregated)
+        if not aggregated:
+            return None
+        return MetricRecord({k: float(v) for k, v in aggregated.items()})
 
     def _record_secure(
         self,

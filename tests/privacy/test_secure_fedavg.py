@@ -102,7 +102,8 @@ def test_secure_round_is_plain_fedavg_and_the_server_sees_only_masked_vectors(
                 assert name == REPLY, reply.metadata.message_type
             elif name == "metrics" and "secagg" in reply.metadata.message_type:
                 assert NUM_EXAMPLES not in record
-        if REPLY in reply.content and "masked" in reply.content[REPLY]:
+        fit = reply.metadata.message_type.endswith("secagg_fit")
+        if fit and "masked" in reply.content[REPLY]:
             masked.append(from_record(MaskedInput, reply.content[REPLY]))
     assert len(masked) == 3
     codec = update_codec(VALUE_RANGE, 3)
@@ -200,3 +201,23 @@ def test_fewer_than_two_sites_are_refused(derma, tmp_path):
         )
     with pytest.raises(ValueError, match="min_sites >= 2"):
         SecureAdapterFedAvg(task, run, value_range=1e9, min_sites=1)
+
+
+def test_evaluation_is_summed_securely_and_no_site_metric_reaches_the_server(
+    derma, tmp_path
+):
+    # Execute
+    grid, run, task = federation(derma, tmp_path)
+    # Assert: pooled metrics from the unmasked sum over all three sites
+    evaluation = rows(run, "evaluate")[1]
+    aggregated = evaluation["aggregated"]
+    assert evaluation["contributors"] == 3
+    assert 0.0 <= aggregated["pooled_auc"] <= 1.0
+    assert 0.0 <= aggregated["pooled_accuracy"] <= 1.0
+    assert {"accuracy", "auc", "loss", NUM_EXAMPLES} <= set(aggregated)
+    # Assert: an evaluate reply holds only the masked vector
+    replies = [
+        r for r in grid.received if r.metadata.message_type.endswith("secagg_evaluate")
+    ]
+    assert len(replies) == 3
+    assert all(set(r.content.keys()) == {REPLY} for r in replies)
