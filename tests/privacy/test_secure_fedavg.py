@@ -221,3 +221,22 @@ def test_evaluation_is_summed_securely_and_no_site_metric_reaches_the_server(
     ]
     assert len(replies) == 3
     assert all(set(r.content.keys()) == {REPLY} for r in replies)
+
+
+def test_sites_clip_their_update_norm_before_masking(derma, tmp_path):
+    # Prepare: a bound far below a 2-step update's distance from the start
+    bound = 1e-4
+    run_config = tiny_classify_config(derma, tmp_path / "run")
+    task = get_task(run_config)
+    start = task.exchanged(task.build_model())
+    # Execute
+    grid, run, task = federation(derma, tmp_path, **{"max-update-norm": bound})
+    # Assert: each masked update is within the bound; the mean is theirs
+    states, _ = grid.plain_inputs(1, [0, 1, 2])
+    for state in states:
+        distance = sum(
+            float(((state[k].double() - start[k].double()) ** 2).sum()) for k in start
+        )
+        assert distance**0.5 <= bound * (1 + 1e-3)
+    assert_weighted_mean(run, 1, task, grid, [0, 1, 2])
+    assert rows(run, "train")[1]["accepted"] == 3
