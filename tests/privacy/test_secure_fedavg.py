@@ -14,7 +14,9 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
+from fedmed.comm.selection import UpdateRejected
 from fedmed.data.synth_dermamnist import synthesize
+from fedmed.privacy import SecureSum
 from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.weighted_sum import site_vector, update_codec
 from fedmed.runs import RunDirectory
@@ -240,3 +242,21 @@ def test_sites_clip_their_update_norm_before_masking(derma, tmp_path):
         assert distance**0.5 <= bound * (1 + 1e-3)
     assert_weighted_mean(run, 1, task, grid, [0, 1, 2])
     assert rows(run, "train")[1]["accepted"] == 3
+
+
+def test_a_sum_claiming_more_examples_than_the_cap_allows_is_refused(derma, tmp_path):
+    # Prepare: a site that skipped its own check claimed 1e18 examples
+    run_config = tiny_classify_config(derma, tmp_path / "run")
+    task = get_task({**run_config, "max-examples-per-site": 1000})
+    strategy = SecureAdapterFedAvg(
+        task, RunDirectory(tmp_path / "run"), value_range=1e30
+    )
+    strategy.reference = task.exchanged(task.build_model())
+    size = sum(v.numel() for v in strategy.reference.values())
+    values = np.zeros(size + 1)
+    honest, cheated = values.copy(), values.copy()
+    honest[size], cheated[size] = 2000.0, 1e18
+    # Execute / Assert
+    strategy._check_weight(SecureSum(1, honest, (0, 1), ()), ())
+    with pytest.raises(UpdateRejected, match="max-examples-per-site"):
+        strategy._check_weight(SecureSum(1, cheated, (0, 1), ()), ())
