@@ -4,22 +4,22 @@ Whatever a protocol sums (VFL-CLIP's gradients, a horizontal run's adapter
 updates), the key setup and the unmask step are the same, so both register
 these handlers under their own action names (:class:`PartyActions`)::
 
-    train.<prefix>_keys     -> KeyAdvertisement (a fresh party for the run)
-    train.<prefix>_shares   KeyDirectory        -> SetupShares (encrypted)
-    train.<prefix>_ready    SetupSharesDelivery -> acknowledgement
-    train.<prefix>_unmask   UnmaskRequest       -> UnmaskResponse
+    train.<prefix>_keys     KeyRequest    -> KeyAdvertisement (fresh party)
+    train.<prefix>_unmask   UnmaskRequest -> UnmaskResponse
 
-Only the masking step, which computes the vector, is the protocol's own.
-The party (private keys included) lives in the node's ``Context.state``
-between messages, since each message may run in a fresh process; it never
-leaves the node. Action names, keys and message codecs are
-:mod:`fedmed.wire.secagg`'s, shared with the server's channels.
+The masking step, which computes the vector, is the protocol's own; it
+opens the round with :func:`open_round`, which hands the party the key
+directory riding on its first round before the codec is sized with
+``party.num_parties``. The party (private key included) lives in the node's
+``Context.state`` between messages, since each message may run in a fresh
+process; it never leaves the node. The party's threshold floor is its own
+(default two thirds of its neighbours, never what the server says), and it
+refuses rounds with fewer than ``min-sites`` parties.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 
@@ -28,12 +28,19 @@ from fedmed.config import PlatformConfig
 from fedmed.privacy import SecAggParty
 from fedmed.privacy.messages import (
     KeyDirectory,
-    SetupSharesDelivery,
+    KeyRequest,
+    MaskRequest,
     UnmaskRequest,
-    WireMessage,
 )
-from fedmed.wire import METRICS, arrays_to_record, metric_record, record_to_arrays
-from fedmed.wire.secagg import REPLY, REQUEST, PartyActions, from_record, to_record
+from fedmed.wire import arrays_to_record, record_to_arrays
+from fedmed.wire.secagg import (
+    DIRECTORY,
+    REPLY,
+    REQUEST,
+    PartyActions,
+    from_record,
+    to_record,
+)
 
 
 def load_party(context: Context, actions: PartyActions) -> SecAggParty:
@@ -51,50 +58,37 @@ def keep_party(context: Context, actions: PartyActions, party: SecAggParty) -> N
     context.state[actions.state_key] = arrays_to_record(party.to_state())
 
 
-def party_step(
-    step: Callable[[SecAggParty, Any], WireMessage | None],
-    kind: type[WireMessage],
-    actions: PartyActions,
-) -> Work:
-    """A handler running one party step on the request (state kept on the node).
-
-    ``shares``: check the directory, send encrypted mask-key shares;
-    ``ready``: keep the peers' shares; ``unmask``: reveal the shares the
-    server needs to remove this round's masks.
-    """
-
-    def work(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
-        party = load_party(context, actions)
-        reply = step(party, from_record(kind, msg.content[REQUEST]))
-        keep_party(context, actions, party)
-        if reply is None:
-            return RecordDict({METRICS: metric_record({"ready": 1})})
-        return RecordDict({REPLY: to_record(reply)})
-
-    return work
+def open_round(party: SecAggParty, content: RecordDict) -> MaskRequest:
+    """The round's mask request; the key directory, if it rides along, is checked
+    against the party's floor and kept first (it sizes the codec)."""
+    if DIRECTORY in content:
+        party.receive_directory(from_record(KeyDirectory, content[DIRECTORY]))
+    return from_record(MaskRequest, content[REQUEST])
 
 
 def party_actions(
-    actions: PartyActions, party_of: Callable[[Context], int]
+    actions: PartyActions,
+    party_of: Callable[[Context], int],
+    min_parties: Callable[[PlatformConfig], int] = lambda platform: 2,
 ) -> dict[str, Work]:
-    """The shared handlers by action name; ``party_of`` names this node's party."""
+    """The shared handlers by action name; ``party_of`` names this node's party,
+    ``min_parties`` is the fewest parties it accepts in a round."""
 
     def advertise_keys(
         msg: Message, context: Context, platform: PlatformConfig
     ) -> RecordDict:
-        party = SecAggParty(party_of(context))  # fresh keys for this run
+        request = from_record(KeyRequest, msg.content[REQUEST])
+        party = SecAggParty(  # fresh keys for this run
+            party_of(context), min_parties=max(2, min_parties(platform))
+        )
+        reply = party.advertise(request)
         keep_party(context, actions, party)
-        return RecordDict({REPLY: to_record(party.advertise())})
+        return RecordDict({REPLY: to_record(reply)})
 
-    return {
-        actions.action("keys"): advertise_keys,
-        actions.action("shares"): party_step(
-            SecAggParty.receive_directory, KeyDirectory, actions
-        ),
-        actions.action("ready"): party_step(
-            SecAggParty.receive_setup_shares, SetupSharesDelivery, actions
-        ),
-        actions.action("unmask"): party_step(
-            SecAggParty.unmask, UnmaskRequest, actions
-        ),
-    }
+    def unmask(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
+        party = load_party(context, actions)
+        reply = party.unmask(from_record(UnmaskRequest, msg.content[REQUEST]))
+        keep_party(context, actions, party)
+        return RecordDict({REPLY: to_record(reply)})
+
+    return {actions.action("keys"): advertise_keys, actions.action("unmask"): unmask}

@@ -3,160 +3,212 @@
 Registered on the single ClientApp by :func:`register` as named actions; the
 server side is ``strategies.secure_fedavg.SecureAdapterFedAvg``::
 
-    train.secagg_keys / _shares / _ready   key setup (clients.secagg_party)
-    train.secagg_fit     aggregate + config -> site id, accepted?, reason,
-                         metric names (the update stays on the node)
-    train.secagg_mask    MaskRequest + layout -> MaskedInput of
-                         [n w, n, n m, n ok] (fedmed.privacy.weighted_sum)
+    train.secagg_keys    KeyRequest -> KeyAdvertisement (clients.secagg_party)
+    train.secagg_fit     aggregate + config + MaskRequest (+ KeyDirectory on
+                         the first round) -> MaskedInput of
+                         [n w, n, (n m, n) per declared metric], accepted?
     train.secagg_unmask  UnmaskRequest -> UnmaskResponse
+    evaluate.secagg_evaluate  aggregate + MaskRequest -> MaskedInput of
+                         [n, (n m, n) per declared metric, dense statistics]
 
-``secagg_fit`` runs the plain training of the ClientApp (faults included)
-and keeps its reply on the node instead of sending it. Training and masking
-are separate messages so that every site can mask a vector of the same
-layout: the metric names are known only once all sites have trained. A site
-checks its own update (keys, shapes, finite values, fixed-point range)
-because the server cannot once it is masked; a rejected, failed or unsampled
-site masks zeros, which count for nothing in the mean, and keeps its place
-in the run. The update, its example count and metrics wait in
-``context.state`` between the two messages; only the masked vector leaves
-the node.
+``secagg_fit`` runs the plain training of the ClientApp (faults included),
+checks the update on the site (the server cannot once it is masked) and
+masks it in the same message, so a round is two round trips. Every site
+masks the same layout every round: the metric slots are the task's declared
+``train_metric_names``, zeros where a site has nothing. The site bounds its
+own influence first: an example count that is not a finite integer within
+``max-examples-per-site`` is refused, and with ``max-update-norm > 0`` the
+update's distance to the aggregate is clipped to that norm. A site that
+rejects its own update masks zeros, which count for nothing in the mean,
+and says only that it rejected it: the details (counts, norms, tensor
+names) stay in its own log. Only the masked vector leaves the node; the
+accepted update stays in ``context.state`` as the site's record of the round.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from logging import ERROR
-from typing import Any
+from logging import ERROR, WARNING
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore import log
 from torch import Tensor
 
-from clients.faults import fault_mod
-from clients.secagg_party import keep_party, load_party, party_actions
+from clients.secagg_party import keep_party, load_party, open_round, party_actions
 from clients.site import register_actions, site_of
 from fedmed.comm.selection import UpdateRejected
-from fedmed.config import PlatformConfig, csv_list
-from fedmed.privacy.messages import MaskRequest
-from fedmed.privacy.weighted_sum import check_site_update, site_vector, update_codec
+from fedmed.config import PlatformConfig
+from fedmed.privacy.secure_evaluation import evaluation_vector
+from fedmed.privacy.weighted_sum import (
+    check_site_update,
+    clip_update_norm,
+    site_vector,
+    update_codec,
+)
 from fedmed.tasks import get_task
+from fedmed.tasks.base import RoundResult, Task
 from fedmed.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
     NUM_EXAMPLES,
-    SERVER_ROUND,
     SITE_ID,
-    metric_record,
     record_to_state,
     state_to_record,
 )
 from fedmed.wire.secagg import (
     ACCEPTED,
-    METRIC_NAMES,
     REASON,
+    REJECTED,
     REPLY,
-    REQUEST,
     SITE_PARTY,
-    UPDATE_SIZE,
-    from_record,
     to_record,
 )
 
-FIT_STATE, FIT_METRICS, UPDATE_STATE = "secagg-fit", "secagg-metrics", "secagg-update"
+FIT_STATE, UPDATE_STATE = "secagg-fit", "secagg-update"
 
 
-def fit_update(
+def fit_and_mask(
     msg: Message, context: Context, platform: PlatformConfig, train: ClientAppCallable
 ) -> RecordDict:
-    """``train.secagg_fit``: the plain training, checked here and kept on the node."""
+    """``train.secagg_fit``: train, check and bound the update, mask it."""
+    party = load_party(context, SITE_PARTY)
+    request = open_round(party, msg.content)  # the directory sizes the codec
     trained = train(msg, context)  # raises on failure: the guard replies
+    if trained.has_error():
+        raise RuntimeError(f"local training failed: {trained.error.reason}")
+    task = get_task(context.run_config)
+    reference = record_to_state(msg.content[ARRAYS])
     update = record_to_state(trained.content[ARRAYS])
     reported = {k: float(v) for k, v in trained.content[METRICS].items()}
-    examples = int(reported.pop(NUM_EXAMPLES))
+    claimed = reported.pop(NUM_EXAMPLES, math.nan)
     reported.pop(SITE_ID, None)
-    site = site_of(context)
-    reason = _rejection(msg, context, update, examples, platform, site)
-    round_id = int(msg.content[CONFIG][SERVER_ROUND])
-    _keep_fit(context, round_id, None if reason else update, examples, reported)
-    text = {REASON: reason, METRIC_NAMES: ",".join(sorted(reported))}
-    text = {k: v for k, v in text.items() if v}  # Flower cannot count "" bytes
-    return RecordDict(
+    accepted = _accept(task, update, reference, claimed, platform, site_of(context))
+    limit = platform.secagg_value_range
+    size = sum(t.numel() for t in reference.values())
+    names = task.train_metric_names
+    _warn_undeclared(reported, names)
+    if accepted is None:
+        vector = site_vector(None, 0, {}, names, size, limit)
+    else:
+        vector = site_vector(accepted[0], accepted[1], reported, names, size, limit)
+    masked = party.mask(request, vector, update_codec(limit, party.num_parties))
+    keep_party(context, SITE_PARTY, party)
+    _keep_fit(context, request.round_id, accepted)
+    reply = RecordDict(
         {
-            METRICS: metric_record({SITE_ID: site, ACCEPTED: int(not reason)}),
-            CONFIG: ConfigRecord(text),
+            REPLY: to_record(masked),
+            METRICS: MetricRecord({ACCEPTED: int(bool(accepted))}),
         }
     )
+    if accepted is None:
+        reply[CONFIG] = ConfigRecord({REASON: REJECTED})
+    return reply
 
 
-def _rejection(
-    msg: Message,
-    context: Context,
+def _accept(
+    task: Task,
     update: Mapping[str, Tensor],
-    examples: int,
+    reference: Mapping[str, Tensor],
+    claimed: float,
     platform: PlatformConfig,
     site: int,
-) -> str:
-    """Why this site rejects its own update ("" if it can enter the sum)."""
-    reference = record_to_state(msg.content[ARRAYS])
-    task = get_task(context.run_config)
+) -> tuple[dict[str, Tensor], int] | None:
+    """The bounded update and its weight, or ``None`` if the site rejects it."""
     try:
-        check_site_update(
-            task, update, reference, examples, platform.secagg_value_range
+        bounded, norm = _bounded(task, update, reference, platform.max_update_norm)
+        examples = check_site_update(
+            task,
+            bounded,
+            reference,
+            claimed,
+            platform.secagg_value_range,
+            platform.max_examples_per_site,
         )
     except UpdateRejected as err:
-        reason = f"site {site} rejected its own update: {err}"
-        log(ERROR, "%s", reason)
-        return reason
-    return ""
+        log(ERROR, "site %s rejected its own update: %s", site, err)
+        return None
+    if platform.max_update_norm and norm > platform.max_update_norm:
+        log(
+            WARNING,
+            "site %s: update norm %.4g clipped to max-update-norm %g",
+            site,
+            norm,
+            platform.max_update_norm,
+        )
+    return bounded, examples
+
+
+def _bounded(
+    task: Task,
+    update: Mapping[str, Tensor],
+    reference: Mapping[str, Tensor],
+    max_norm: float,
+) -> tuple[dict[str, Tensor], float]:
+    """Validate first (keys, shapes, finite values), then clip the norm."""
+    task.validate_update(update, reference)
+    return clip_update_norm(update, reference, max_norm)
+
+
+def _warn_undeclared(reported: Mapping[str, float], names: tuple[str, ...]) -> None:
+    undeclared = sorted(set(reported) - set(names))
+    if undeclared:
+        log(
+            WARNING,
+            "training metrics %s are not among the task's train_metric_names; "
+            "they stay on the site",
+            undeclared,
+        )
 
 
 def _keep_fit(
-    context: Context,
-    round_id: int,
-    update: Mapping[str, Tensor] | None,
-    examples: int,
-    metrics: Mapping[str, Any],
+    context: Context, round_id: int, accepted: tuple[dict[str, Tensor], int] | None
 ) -> None:
-    """Keep an accepted update, its weight and metrics until the mask request."""
-    accepted = update is not None
+    """Keep the round's outcome (and accepted update) on the node."""
     context.state[FIT_STATE] = MetricRecord(
-        {"round": round_id, ACCEPTED: int(accepted), NUM_EXAMPLES: examples}
+        {
+            "round": round_id,
+            ACCEPTED: int(accepted is not None),
+            NUM_EXAMPLES: accepted[1] if accepted else 0,
+        }
     )
-    context.state[FIT_METRICS] = metric_record(metrics)
-    if accepted:
-        context.state[UPDATE_STATE] = state_to_record(update, "fp32")
+    if accepted is not None:
+        context.state[UPDATE_STATE] = state_to_record(accepted[0], "fp32")
 
 
-def kept_vector(
-    context: Context, round_id: int, names: tuple[str, ...], size: int, limit: float
-) -> np.ndarray:
-    """The vector to mask: the kept update of ``round_id``, or zeros."""
-    fit = context.state.get(FIT_STATE)
-    if fit is None or int(fit["round"]) != round_id or not int(fit[ACCEPTED]):
-        return site_vector(None, 0, {}, names, size, limit)
-    update = record_to_state(context.state[UPDATE_STATE])
-    metrics = {k: float(v) for k, v in context.state[FIT_METRICS].items()}
-    return site_vector(update, int(fit[NUM_EXAMPLES]), metrics, names, size, limit)
-
-
-def mask_update(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
-    """``train.secagg_mask``: mask this round's vector; only that leaves the node."""
-    config = msg.content[CONFIG]
-    request = from_record(MaskRequest, msg.content[REQUEST])
+def evaluate_and_mask(
+    msg: Message, context: Context, platform: PlatformConfig
+) -> RecordDict:
+    """``evaluate.secagg_evaluate``: evaluate the aggregate, mask metrics and
+    dense statistics; only the masked vector leaves the node."""
     party = load_party(context, SITE_PARTY)
-    limit = platform.secagg_value_range
-    vector = kept_vector(
-        context,
-        int(config[SERVER_ROUND]),
-        csv_list(str(config.get(METRIC_NAMES, ""))),
-        int(config[UPDATE_SIZE]),
-        limit,
+    request = open_round(party, msg.content)
+    task = get_task(context.run_config)
+    model = task.build_model()
+    task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
+    result = task.evaluate(model, task.site_data(context.node_config))
+    examples = result.num_examples
+    if not 0 <= examples <= platform.max_examples_per_site:
+        log(
+            ERROR,
+            "site %s: %s test examples outside the cap",
+            site_of(context),
+            examples,
+        )
+        result = RoundResult(0)
+    vector = evaluation_vector(
+        result.num_examples,
+        result.metrics,
+        task.evaluate_metric_names,
+        task.secure_statistics(result.statistics or None),
+        platform.secagg_value_range,
     )
-    masked = party.mask(request, vector, update_codec(limit, party.num_parties))
+    masked = party.mask(
+        request, vector, update_codec(platform.secagg_value_range, party.num_parties)
+    )
     keep_party(context, SITE_PARTY, party)
     return RecordDict({REPLY: to_record(masked)})
 
@@ -165,13 +217,16 @@ def register(app: ClientApp, train: ClientAppCallable) -> None:
     """Add the secure-aggregation site actions to ``app``.
 
     ``train`` is the app's plain training, scripted faults included
-    (``faults=raise@2:1``); the faults run again before masking, so a crashing
-    site drops out of the round.
+    (``faults=raise@2:1``), so a crashing site drops out of the round.
     """
 
     def fit(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
-        return fit_update(msg, context, platform, train)
+        return fit_and_mask(msg, context, platform, train)
 
-    register_actions(app, party_actions(SITE_PARTY, site_of))
+    register_actions(
+        app, party_actions(SITE_PARTY, site_of, lambda platform: platform.min_sites)
+    )
     register_actions(app, {SITE_PARTY.action("fit"): fit})
-    register_actions(app, {SITE_PARTY.action("mask"): mask_update}, mods=[fault_mod])
+    register_actions(
+        app, {SITE_PARTY.action("evaluate"): evaluate_and_mask}, category="evaluate"
+    )

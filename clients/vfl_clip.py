@@ -5,10 +5,9 @@ Registered on the single ClientApp by :func:`register` as named actions
 :func:`fedmed.tasks.vfl_clip.roles.resolve_role`)::
 
     query.vfl_role     any node            -> its role (and site index)
-    train.vfl_keys     image provider      -> KeyAdvertisement (public keys)
-    train.vfl_shares   KeyDirectory        -> SetupShares (encrypted)
-    train.vfl_ready    SetupSharesDelivery -> acknowledgement
-    train.vfl_mask     TextFeatures + MaskRequest -> MaskedInput
+    train.vfl_keys     KeyRequest          -> KeyAdvertisement (public key)
+    train.vfl_mask     TextFeatures + MaskRequest (+ KeyDirectory on the
+                       first round) -> MaskedInput
     train.vfl_unmask   UnmaskRequest       -> UnmaskResponse
     train.vfl_text     knowledge provider (+ context to resume from) -> T
     train.vfl_apply    AggregatedGradient  -> new T, context, pooled loss
@@ -26,11 +25,10 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.faults import fault_mod
-from clients.secagg_party import keep_party, load_party, party_actions
+from clients.secagg_party import keep_party, load_party, open_round, party_actions
 from clients.site import Work, register_actions
 from fedmed.config import PlatformConfig
 from fedmed.privacy.errors import ValueOutOfRange
-from fedmed.privacy.messages import MaskRequest
 from fedmed.tasks import get_task
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
 from fedmed.tasks.vfl_clip.protocol import ProviderJob, provider_vector, secagg_codec
@@ -115,7 +113,7 @@ def mask_vector(msg: Message, context: Context, platform: PlatformConfig) -> Rec
         int(config[BATCH_SEED]),
     )
     vector = provider_vector(task.image_provider(context.node_config), task.cfg, job)
-    request = from_record(MaskRequest, msg.content[REQUEST])
+    request = open_round(party, msg.content)  # directory first: it sizes the codec
     try:
         masked = party.mask(request, vector, secagg_codec(task.cfg, party.num_parties))
     except ValueOutOfRange as err:
@@ -157,7 +155,7 @@ def apply_gradient(
 
 
 TRAIN_ACTIONS: dict[str, Work] = {
-    **party_actions(VFL_PARTY, provider_site),  # vfl_keys, _shares, _ready, _unmask
+    **party_actions(VFL_PARTY, provider_site),  # vfl_keys, vfl_unmask
     TEXT_ACTION: publish_text,
     APPLY_ACTION: apply_gradient,
 }

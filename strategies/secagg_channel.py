@@ -3,38 +3,42 @@
 :func:`fedmed.privacy.protocol.run_setup` and the unmask step of every
 round need the same round trips whatever the parties sum, so VFL-CLIP's
 image providers (``strategies.vfl_clip``) and a horizontal run's sites
-(``strategies.secure_fedavg``) share :class:`FlowerParties`; each adds its
-own ``mask`` step. :class:`Transport` sends named actions to nodes and counts
-every payload's bytes per site into a :class:`fedmed.runs.RoundTally` (one
-metrics row). A node that errs or times out is logged and left out of the
-replies (:func:`strategies.replies.screen_replies`), which the protocol
-counts as a dropout.
+(``strategies.secure_fedavg``) share :class:`FlowerParties` (key setup in
+one round trip, the unmask step); each adds its own ``mask`` step.
+:class:`Transport` sends named actions to nodes and counts every payload's
+bytes per site into a :class:`fedmed.runs.RoundTally` (one metrics row). A
+node that errs or times out is logged and left out of the replies
+(:func:`strategies.replies.screen_replies`), which the protocol counts as a
+dropout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedmed.privacy import SecAggError
+from fedmed.privacy import RoundStart, SecAggError
 from fedmed.privacy.messages import (
     KeyAdvertisement,
-    KeyDirectory,
+    KeyRequest,
     MaskedInput,
-    MaskRequest,
-    SetupShares,
-    SetupSharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
     WireMessage,
 )
 from fedmed.runs import RoundTally
 from fedmed.wire import payload_bytes
-from fedmed.wire.secagg import REPLY, PartyActions, from_record, request_content
+from fedmed.wire.secagg import (
+    REPLY,
+    SITE_PARTY,
+    PartyActions,
+    from_record,
+    request_content,
+)
 from strategies.replies import record_silent, screen_replies
 
 
@@ -84,7 +88,9 @@ class FlowerParties:
     """:class:`fedmed.privacy.protocol.PartyChannel` steps every protocol shares.
 
     Subclasses name their actions (:class:`PartyActions`), the parties in
-    error messages, and implement ``mask``.
+    error messages, and implement ``mask`` (with :func:`round_content`, which
+    carries the key directory to a party until it has it). The channel is a
+    secure sum over whatever parties the subclass reaches.
     """
 
     actions: ClassVar[PartyActions]
@@ -108,27 +114,23 @@ class FlowerParties:
             return {int(s): r for s, r in replies.items()}
         return {int(s): from_record(kind, r[REPLY]) for s, r in replies.items()}
 
-    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]:
-        contents = {p: RecordDict() for p in parties}
-        return self._exchange("keys", contents, KeyAdvertisement)
-
-    def share(
-        self, directory: KeyDirectory, parties: Sequence[int]
-    ) -> dict[int, SetupShares]:
-        contents = {p: request_content(directory) for p in parties}
-        return self._exchange("shares", contents, SetupShares)
-
-    def deliver(self, deliveries: Mapping[int, SetupSharesDelivery]) -> None:
-        contents = {p: request_content(d) for p, d in deliveries.items()}
-        ready = self._exchange("ready", contents, None)
-        missing = sorted(set(deliveries) - set(ready))
+    def advertise(
+        self, request: KeyRequest, parties: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
+        """Setup: every party's public key; a silent party fails the setup."""
+        contents = {p: request_content(request) for p in parties}
+        ads = self._exchange("keys", contents, KeyAdvertisement)
+        missing = sorted(set(parties) - set(ads))
         if missing:
             raise self.setup_error(
                 f"{self.party_noun} {missing} failed during the key setup; restart "
                 "the run once they are reachable"
             )
+        return ads
 
-    def mask(self, request: MaskRequest, job: Any) -> dict[int, MaskedInput]:
+    def mask(
+        self, starts: Mapping[int, RoundStart], job: Any
+    ) -> dict[int, MaskedInput]:
         raise NotImplementedError(f"{type(self).__name__} does not mask")
 
     def unmask(
@@ -136,3 +138,41 @@ class FlowerParties:
     ) -> dict[int, UnmaskResponse]:
         contents = {p: request_content(r) for p, r in requests.items()}
         return self._exchange("unmask", contents, UnmaskResponse)
+
+
+@dataclass
+class SiteParties(FlowerParties):
+    """The secure-aggregation channel to a horizontal run's sites (party = site id)."""
+
+    actions = SITE_PARTY
+    party_noun = "sites"
+
+    ads: dict[int, KeyAdvertisement] = field(default_factory=dict)
+
+    def discover(
+        self, request: KeyRequest, nodes: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
+        """Ask every node for fresh public keys; learn which site each node is."""
+        labels = {f"node-{n}": n for n in nodes}
+        replies = self.transport.exchange(
+            self.actions.action("keys"),
+            {k: request_content(request) for k in labels},
+            labels,
+        )
+        for label, content in replies.items():
+            ad = from_record(KeyAdvertisement, content[REPLY])
+            if ad.party in self.ads:
+                raise SetupIncomplete(
+                    f"nodes {self.nodes[ad.party]} and {labels[label]} both are site "
+                    f"{ad.party}; give every site its own site-id"
+                )
+            self.ads[ad.party], self.nodes[ad.party] = ad, labels[label]
+        self.transport.tally.relabel(
+            {f"node-{n}": str(p) for p, n in self.nodes.items()}
+        )
+        return self.ads
+
+    def advertise(
+        self, request: KeyRequest, parties: Sequence[int]
+    ) -> dict[int, KeyAdvertisement]:
+        return {p: self.ads[p] for p in parties}

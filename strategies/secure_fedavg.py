@@ -1,50 +1,54 @@
 """FedAvg of adapter updates through secure aggregation: the server learns only sums.
 
 With ``secure-aggregation = true`` the ServerApp runs this strategy instead
-of :class:`AdapterFedAvg`. Each site masks ``[n_i w_i, n_i, n_i m_i, ...]``
-(:mod:`fedmed.privacy.weighted_sum`) with pairwise and self masks
-(:mod:`fedmed.privacy`); the server adds the masked vectors, removes the
-masks and divides, which gives exactly the example-weighted FedAvg mean (up
-to the 64-bit fixed-point step). What the server learns per round:
+of :class:`AdapterFedAvg`. Each site masks ``[n_i w_i, n_i, (n_i m_i, n_i)
+per declared metric]`` (:mod:`fedmed.privacy.weighted_sum`; the same layout
+from every site, every round) with pairwise and self masks
+(:mod:`fedmed.privacy`, protocol v2); the server adds the masked vectors,
+removes the masks and divides, which gives exactly the example-weighted
+FedAvg mean (up to the 64-bit fixed-point step). What the server learns per
+round:
 
 * the sums over the contributing sites of ``n_i w_i``, ``n_i`` and the
   weighted training metrics, hence the mean update, the total example count
   and the mean training metrics;
-* which sites accepted their own update (with a rejecting site's reason),
-  which failed, which dropped out;
-* public keys, encrypted shares it cannot open and masked vectors;
-* as in plain runs, each site's evaluation metrics of the *aggregate*.
+* which sites accepted their own update (a rejecting site gives a generic
+  reason only), which failed, which dropped out;
+* public keys, sealed seed shares it cannot open, masked vectors, and per
+  round the seed shares of survivors and the round-bound pair keys of
+  dropped sites (never both for one site and round);
+* the sums of the sites' evaluation metrics (weighted) and statistics.
 
 It never holds a site's update, example count or training metrics.
 
-A round, as messages to the site actions of ``clients.secagg_site``:
+A run, as messages to the site actions of ``clients.secagg_site``:
 
-0. key setup with every connected site (``run_setup``): once per run, and
-   again before a round that follows a dropout (the dropped site's mask key
-   was revealed, so it can rejoin only with fresh keys);
-1. ``train.secagg_fit`` to the sampled sites: train, check the update on the
-   site (the server cannot once it is masked), reply accepted/rejected and
-   the metric names;
-2. ``train.secagg_mask`` to every site in the run with the vector layout;
-   sites without an accepted update this round mask zeros;
-3. ``train.secagg_unmask``: survivors reveal shares, the server unmasks.
+0. key setup with every connected site, once per run (one round trip; the
+   key directory rides on each site's first round);
+1. ``train.secagg_fit`` to every site: the aggregate, the config and the
+   round's mask request; each site trains, checks and bounds its update on
+   the site and replies with the masked vector (zeros if it rejected it);
+2. ``train.secagg_unmask``: survivors reveal, the server unmasks.
 
-Fewer than ``min-sites`` accepted updates among the masked inputs: nothing
-is unmasked and the round is skipped. A site dropping out after the mask
-request is survived while the Shamir threshold ``t`` of sites still answer
-(the sum then covers the survivors and only their weights); beyond that the
-round fails with :class:`fedmed.privacy.RecoveryFailed` logged, the global
-model stays as it was and the next round re-keys. Each round is checkpointed
-and logged like :class:`AdapterFedAvg`'s (bytes of every message counted);
-evaluation is :class:`AdapterFedAvg`'s.
+Fewer than ``min-sites`` accepted updates among the surviving inputs:
+nothing is unmasked and the round is skipped. A site dropping out before
+its masked input arrives leaves that round's sum (its neighbours reveal
+their round-bound pair keys with it) and takes part again in the next
+round; too many dropouts fail the round with
+:class:`fedmed.privacy.RecoveryFailed` logged and the global model kept. A
+sum claiming more than ``max-examples-per-site`` per contributor is refused
+(a site cheated its own check). Each round is checkpointed and logged like
+:class:`AdapterFedAvg`'s (bytes of every message counted). Evaluation is
+summed securely too (``strategies.secure_evaluation``): the server learns
+the example-weighted mean of each declared evaluation metric and the pooled
+metrics computed from the summed statistics, never one site's.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import ERROR, INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -52,9 +56,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedmed.comm.selection import UpdateRejected
-from fedmed.config import csv_list
 from fedmed.privacy import SecAggError, SecAggServer, SecureSum
-from fedmed.privacy.messages import KeyAdvertisement, MaskedInput, MaskRequest
+from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.protocol import run_setup
 from fedmed.privacy.weighted_sum import mean_from_sum
 from fedmed.runs import RoundTally, RunDirectory
@@ -71,76 +74,31 @@ from fedmed.wire import (
 )
 from fedmed.wire.secagg import (
     ACCEPTED,
-    METRIC_NAMES,
-    REASON,
+    REJECTED,
     REPLY,
     SITE_PARTY,
-    UPDATE_SIZE,
     from_record,
-    request_content,
+    round_content,
 )
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.replies import record_silent, screen_replies
-from strategies.secagg_channel import FlowerParties, SetupIncomplete, Transport
+from strategies.secagg_channel import SetupIncomplete, SiteParties, Transport
+from strategies.secure_evaluation import evaluate_messages, secure_evaluation
 
 
 @dataclass(frozen=True)
-class MaskJob:
-    """What every site masks in one round: the vector's layout."""
+class SiteFit:
+    """A ``secagg_fit`` reply: the masked vector and whether the site accepted."""
 
-    server_round: int
-    metric_names: tuple[str, ...]
-    update_size: int
-
-
-@dataclass
-class SiteParties(FlowerParties):
-    """The secure-aggregation channel to a horizontal run's sites (party = site id)."""
-
-    actions = SITE_PARTY
-    party_noun = "sites"
-
-    ads: dict[int, KeyAdvertisement] = field(default_factory=dict)
-
-    def discover(self, nodes: Sequence[int]) -> dict[int, KeyAdvertisement]:
-        """Ask every node for fresh public keys; learn which site each node is."""
-        labels = {f"node-{n}": n for n in nodes}
-        replies = self.transport.exchange(
-            self.actions.action("keys"), {k: RecordDict() for k in labels}, labels
-        )
-        for label, content in replies.items():
-            ad = from_record(KeyAdvertisement, content[REPLY])
-            if ad.party in self.ads:
-                raise SetupIncomplete(
-                    f"nodes {self.nodes[ad.party]} and {labels[label]} both are site "
-                    f"{ad.party}; give every site its own site-id"
-                )
-            self.ads[ad.party], self.nodes[ad.party] = ad, labels[label]
-        self.transport.tally.relabel(
-            {f"node-{n}": str(p) for p, n in self.nodes.items()}
-        )
-        return self.ads
-
-    def advertise(self, parties: Sequence[int]) -> dict[int, KeyAdvertisement]:
-        return {p: self.ads[p] for p in parties}
-
-    def mask(self, request: MaskRequest, job: MaskJob) -> dict[int, MaskedInput]:
-        config: dict[str, int | str] = {
-            SERVER_ROUND: job.server_round,
-            UPDATE_SIZE: job.update_size,
-        }
-        if job.metric_names:  # Flower cannot count the bytes of ""
-            config[METRIC_NAMES] = ",".join(job.metric_names)
-        contents = {p: request_content(request, **config) for p in request.active}
-        return self._exchange("mask", contents, MaskedInput)
+    masked: MaskedInput
+    accepted: bool
 
 
 class SecureAdapterFedAvg(AdapterFedAvg):
     """Weighted FedAvg whose server sees only the secure sum of site updates.
 
     Client contract: the actions of ``clients.secagg_site`` (key setup,
-    ``secagg_fit``, ``secagg_mask``, ``secagg_unmask``) and, for evaluation,
-    :class:`AdapterFedAvg`'s.
+    ``secagg_fit``, ``secagg_unmask``, ``secagg_evaluate``).
     """
 
     def __init__(
@@ -159,21 +117,19 @@ class SecureAdapterFedAvg(AdapterFedAvg):
                 f"secure aggregation needs min_sites >= 2 (a sum over one site is "
                 f"its update), found {min_sites}"
             )
+        if fraction_train < 1.0:
+            raise ValueError(
+                f"secure aggregation needs fraction_train = 1, found {fraction_train}:"
+                " sums over different subsets of sites differ by single sites' inputs"
+            )
         super().__init__(
-            task,
-            run,
-            codec="fp32",
-            min_sites=min_sites,
-            fraction_train=fraction_train,
-            round_offset=round_offset,
+            task, run, codec="fp32", min_sites=min_sites, round_offset=round_offset
         )
         self.value_range, self.timeout = value_range, timeout
         #: Setup and train rows list every site's bytes (no per-site metrics).
         self.secure_tally = RoundTally(list_every_site=True)
         self._secagg: SecAggServer | None = None
         self._channel: SiteParties | None = None
-        self._participants: tuple[int, ...] = ()
-        self._sampled: list[int] = []
 
     def summary(self) -> None:
         log(INFO, "\t├── Secure aggregation: server learns only weighted sums")
@@ -184,27 +140,24 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def _ensure_setup(
         self, grid: Grid, round_k: int
     ) -> tuple[SecAggServer, SiteParties]:
-        """Key setup with the connected sites, unless the current one still holds."""
-        server, channel = self._secagg, self._channel
-        if server and channel and len(server.active) == len(self._participants):
-            return server, channel
+        """Key setup with the connected sites, once per run (one round trip)."""
+        if self._secagg is not None and self._channel is not None:
+            return self._secagg, self._channel
         started = time.perf_counter()
         nodes = self._wait_for_sites(grid)
         channel = SiteParties(Transport(grid, self.timeout, self.secure_tally), {})
-        ads = channel.discover(nodes)
+        server = SecAggServer()
+        ads = channel.discover(server.key_request(), nodes)
         if len(ads) < self.min_sites:
             raise SetupIncomplete(
                 f"secure aggregation: {len(ads)} of {len(nodes)} connected sites "
                 f"answered the key setup, fewer than min-sites={self.min_sites}; "
                 "see the site errors above"
             )
-        server = SecAggServer()
-        self._participants = run_setup(server, channel, sorted(ads))
+        participants = run_setup(server, channel, sorted(ads))
         self._secagg, self._channel = server, channel
-        log(INFO, "secure aggregation: key setup with sites %s", self._participants)
-        self._record_secure(
-            round_k - 1, "setup", started, parties=len(self._participants)
-        )
+        log(INFO, "secure aggregation: key setup with sites %s", participants)
+        self._record_secure(round_k - 1, "setup", started, parties=len(participants))
         return server, channel
 
     def _wait_for_sites(self, grid: Grid) -> list[int]:
@@ -226,32 +179,36 @@ class SecureAdapterFedAvg(AdapterFedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Open the round's secure sum at every site, with the aggregate to train."""
         round_k = self.round_of(server_round)
         server, channel = self._ensure_setup(grid, round_k)
-        active = list(server.active)
-        size = max(int(len(active) * self.fraction_train), self.min_sites)
-        self._sampled = sorted(random.sample(active, min(size, len(active))))
         config[SERVER_ROUND] = round_k
-        content = RecordDict({ARRAYS: arrays, CONFIG: config})
         kind = f"train.{SITE_PARTY.action('fit')}"
-        for party in self._sampled:
+        messages = []
+        for party, start in server.open_round(secagg_round(round_k, "train")).items():
+            content = round_content(start)
+            content[ARRAYS], content[CONFIG] = arrays, config
             self.secure_tally.sent(str(party), payload_bytes(content))
+            messages.append(
+                Message(
+                    content=content, dst_node_id=channel.nodes[party], message_type=kind
+                )
+            )
         self.reference = record_to_state(arrays)
         self.started = time.perf_counter()
-        return [
-            Message(content=content, dst_node_id=channel.nodes[p], message_type=kind)
-            for p in self._sampled
-        ]
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         round_k = self.round_of(server_round)
-        accepted, names = self._read_fits(round_k, replies)
-        size = sum(t.numel() for t in self.reference.values())
+        fits = self._read_fits(round_k, replies)
+        names = self.task.train_metric_names
         try:
-            total = self._secure_sum(MaskJob(round_k, names, size), accepted)
-        except SecAggError as err:
+            total = self._secure_sum(fits)
+            if total is not None:
+                self._check_weight(total, names)
+        except (SecAggError, UpdateRejected) as err:
             log(ERROR, "round %d: secure aggregation failed: %s", round_k, err)
             self._record_secure(
                 round_k, "train", self.started, status="failed", accepted=0
@@ -260,8 +217,8 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         if total is None:
             log(
                 ERROR,
-                "round %d: fewer than min-sites %d accepted updates to sum; nothing "
-                "unmasked, global model unchanged",
+                "round %d: fewer than min-sites %d accepted updates among the "
+                "surviving inputs; nothing unmasked, global model unchanged",
                 round_k,
                 self.min_sites,
             )
@@ -269,27 +226,39 @@ class SecureAdapterFedAvg(AdapterFedAvg):
                 round_k, "train", self.started, status="skipped", accepted=0
             )
             return None, None
+        return self._release(round_k, total, fits, names)
+
+    def _release(
+        self,
+        round_k: int,
+        total: SecureSum,
+        fits: dict[int, SiteFit],
+        names: tuple[str, ...],
+    ) -> tuple[ArrayRecord, MetricRecord]:
+        """Checkpoint and record the mean read from the secure sum."""
         mean = mean_from_sum(total.values, self.reference, names)
         self.run.save_checkpoint(
             round_k, mean.state, {"codec": self.codec, "secure_aggregation": True}
         )
         metrics = {**mean.metrics, NUM_EXAMPLES: float(round(mean.num_examples))}
+        accepted = [p for p in total.contributors if fits[p].accepted]
         self._record_secure(
             round_k,
             "train",
             self.started,
             metrics,
             status="ok",
-            accepted=len(set(accepted) & set(total.contributors)),
+            accepted=len(accepted),
             dropped=list(total.dropped),
         )
         return state_to_record(mean.state, self.codec), MetricRecord(metrics)
 
     def _read_fits(
         self, round_k: int, replies: Iterable[Message]
-    ) -> tuple[list[int], tuple[str, ...]]:
-        """Sites that accepted their update, and the union of their metric names."""
-        party_of = {n: str(p) for p, n in self._channel.nodes.items()}  # type: ignore[union-attr]
+    ) -> dict[int, SiteFit]:
+        """Every site's masked input; a rejecting site's input counts (zeros)."""
+        channel = self._channel
+        party_of = {n: str(p) for p, n in channel.nodes.items()}  # type: ignore[union-attr]
         fits = screen_replies(
             replies,
             read_fit,
@@ -299,24 +268,82 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         )
         record_silent(
             self.secure_tally,
-            [str(p) for p in self._sampled],
+            sorted(party_of.values()),
             (fit.site for fit in fits),
             where=f"round {round_k}",
             timeout_s=self.timeout,
         )
-        names = sorted({name for fit in fits for name in fit.value})
-        return sorted(int(fit.site) for fit in fits), tuple(names)
+        for fit in fits:
+            if not fit.value.accepted:
+                log(ERROR, "round %d: site %s: %s", round_k, fit.site, REJECTED)
+                self.secure_tally.reject(fit.site, REJECTED)
+        return {int(fit.site): fit.value for fit in fits}
 
-    def _secure_sum(self, job: MaskJob, accepted: list[int]) -> SecureSum | None:
-        """Mask, add, unmask; ``None`` if too few accepted updates would be summed."""
+    def _secure_sum(self, fits: dict[int, SiteFit]) -> SecureSum | None:
+        """Add, unmask; ``None`` if too few accepted updates would be summed."""
         server, channel = self._secagg, self._channel
-        if server is None or channel is None or len(accepted) < self.min_sites:
+        if server is None or channel is None:
             return None
-        inputs = channel.mask(server.mask_request(job.server_round), job)
-        requests = server.route_masked_inputs(list(inputs.values()))
-        if len(set(inputs) & set(accepted)) < self.min_sites:
+        accepted = {p for p, fit in fits.items() if fit.accepted}
+        if len(accepted) < self.min_sites:
+            return None
+        requests = server.route_masked_inputs([f.masked for f in fits.values()])
+        if len(set(requests) & accepted) < self.min_sites:
             return None  # unmasking would reveal a sum over too few updates
         return server.unmask(list(channel.unmask(requests).values()))
+
+    def _check_weight(self, total: SecureSum, names: tuple[str, ...]) -> None:
+        """Refuse a sum whose example count exceeds the per-site cap allows."""
+        size = sum(t.numel() for t in self.reference.values())
+        cap = self.task.platform.max_examples_per_site * len(total.contributors)
+        count = float(total.values[size])
+        if not count <= cap:
+            raise UpdateRejected(
+                f"the summed example count {count:.4g} exceeds max-examples-per-site "
+                f"x {len(total.contributors)} contributors = {cap}; a site claimed "
+                "more than the cap (round refused)"
+            )
+
+    # ---------------------------------------------------------------- evaluate
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Open the round's secure evaluation sum at every site."""
+        round_k = self.round_of(server_round)
+        server, channel = self._ensure_setup(grid, round_k)
+        config[SERVER_ROUND] = round_k
+        starts = server.open_round(secagg_round(round_k, "evaluate"))
+        self.started = time.perf_counter()
+        return evaluate_messages(
+            starts, channel.nodes, arrays, config, self.secure_tally
+        )
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Weighted mean metrics and pooled metrics from the unmasked sum only."""
+        round_k = self.round_of(server_round)
+        try:
+            aggregated = secure_evaluation(
+                self.task,
+                self._secagg,  # type: ignore[arg-type]  # set by configure_evaluate
+                self._channel,  # type: ignore[arg-type]
+                replies,
+                min_sites=self.min_sites,
+                where=f"round {round_k} evaluation",
+                timeout=self.timeout,
+            )
+        except SecAggError as err:
+            log(ERROR, "round %d: secure evaluation failed: %s", round_k, err)
+            aggregated = {}
+        contributors = aggregated.pop("contributors", 0)
+        self._record_secure(
+            round_k, "evaluate", self.started, aggregated, contributors=contributors
+        )
+        log(INFO, "round %d secure evaluation: %s", round_k, aggregated)
+        if not aggregated:
+            return None
+        return MetricRecord({k: float(v) for k, v in aggregated.items()})
 
     def _record_secure(
         self,
@@ -332,17 +359,18 @@ class SecureAdapterFedAvg(AdapterFedAvg):
         )
 
 
-def read_fit(content: RecordDict) -> tuple[str, ...]:
-    """A ``secagg_fit`` reply: the metric names of an update the site accepted.
+def secagg_round(round_k: int, phase: str) -> int:
+    """The secure-aggregation round id of a run round's phase (strictly rising)."""
+    return 2 * round_k + (phase == "evaluate")
 
-    A site that rejected its own update (it checks what the server cannot
-    see once masked) is refused here with the site's reason.
-    """
+
+def read_fit(content: RecordDict) -> SiteFit:
+    """A ``secagg_fit`` reply: the masked input and whether the site accepted."""
     try:
         accepted = bool(int(content[METRICS][ACCEPTED]))
-        text = content[CONFIG]
+        masked = from_record(MaskedInput, content[REPLY])
     except KeyError as err:
+        raise UpdateRejected(f"malformed secagg_fit reply: missing {err}") from None
+    except SecAggError as err:
         raise UpdateRejected(f"malformed secagg_fit reply: {err}") from None
-    if not accepted:
-        raise UpdateRejected(str(text.get(REASON, "the site rejected its update")))
-    return csv_list(str(text.get(METRIC_NAMES, "")))
+    return SiteFit(masked, accepted)

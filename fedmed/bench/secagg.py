@@ -1,13 +1,14 @@
-"""Secure vs plain aggregation against the number of clients, vector size and dropouts.
+"""Secure vs plain aggregation (protocol v2) over clients, vector size and dropouts.
 
 The measurement itself is :func:`fedmed.bench.secagg_protocol.measure`
-``(n, dim, fraction, repeats)`` (fedmed.privacy's Bonawitz et al. 2017 protocol:
-X25519 + HKDF pairwise masks, Shamir-shared seeds for dropout recovery,
-fixed-point ring): it times one secure round's critical path against plain
-fp32 summation and counts the payload bytes of every round message. This
-module sweeps it over 2 -> 50 clients, several vector sizes and 0 / 10 / 30 %
-dropouts (dropped parties vanish after key setup, before sending their
-masked input), and keeps the rows for the ``fedmed bench`` table and plot.
+``(n, dim, fraction, repeats)``: fedmed.privacy's double masking (Bonawitz
+et al. 2017) over the SecAgg+ neighbour graph (Bell et al. 2020), round-bound
+pair keys, fixed-point ring. It times a run's second round's critical path
+against plain fp32 summation and counts the payload bytes of every round
+message and of the once-per-run key setup. This module sweeps it over 2 ->
+100 clients, two vector sizes and 0 / 20 % dropouts, adds the full VFL-CLIP
+round at 10 sites (:func:`~fedmed.bench.secagg_protocol.measure_vfl_round`),
+and keeps the rows for the ``fedmed bench`` table and plot.
 """
 
 from __future__ import annotations
@@ -16,18 +17,37 @@ import logging
 from pathlib import Path
 
 from fedmed.bench.secagg_protocol import measure
+from fedmed.bench.secagg_vfl import ROUND_PROVIDERS, measure_vfl_round
+from fedmed.privacy import RecoveryFailed
+from fedmed.privacy.graph import default_degree
 
 log = logging.getLogger(__name__)
 
-DROPOUTS = (0.0, 0.1, 0.3)
+DROPOUTS = (0.0, 0.2)
+VFL_DIM = 7 * 512  # VFL-CLIP's gradient: 7 classes x 512 (ViT-B-16)
 
 
 def grid(quick: bool) -> list[tuple[int, int]]:
     """``(clients, vector size)`` pairs to measure."""
-    if quick:
-        return [(n, 3584) for n in (2, 5, 10, 20, 50)] + [(10, 65_536)]
-    small = [(n, d) for n in (2, 5, 10, 20, 30, 50) for d in (3584, 65_536)]
-    return small + [(n, 1_000_000) for n in (2, 10, 20)]
+    clients = (2, 10, 50, 100) if quick else (2, 5, 10, 20, 50, 100)
+    pairs = [(n, VFL_DIM) for n in clients]
+    return pairs + [(n, 65_536) for n in ((10,) if quick else (10, 50))]
+
+
+def measure_or_widen(clients: int, dim: int, fraction: float, repeats: int) -> dict:
+    """:func:`measure` at the default degree; if the dropouts make recovery fail
+    there (too few parties keep ``t`` surviving neighbours), again with 1.5x the
+    degree, the row saying so (``default_degree_recovered = 0``)."""
+    try:
+        return {
+            **measure(clients, dim, fraction, repeats),
+            "default_degree_recovered": 1,
+        }
+    except RecoveryFailed as err:
+        log.warning("n=%d drop=%.1f: %s; widening the graph", clients, fraction, err)
+    wider = min(clients - 1, 2 * round(0.75 * default_degree(clients)))
+    row = measure(clients, dim, fraction, repeats, degree=wider)
+    return {**row, "default_degree_recovered": 0}
 
 
 def run_secagg(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
@@ -39,18 +59,22 @@ def run_secagg(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
     rows = []
     for clients, dim in grid(quick):
         for fraction in DROPOUTS:
-            repeats = 1 if quick else (2 if clients * dim > 5_000_000 else 3)
-            row = measure(clients, dim, fraction, repeats)
+            repeats = 1 if quick or clients >= 50 else 3
+            row = measure_or_widen(clients, dim, fraction, repeats)
+            if (clients, dim, fraction) == (ROUND_PROVIDERS, VFL_DIM, 0.0):
+                row.update(measure_vfl_round(dim, 2 if quick else 3))
             rows.append({"clients": row.pop("providers"), **row})
             log.info(
-                "secagg n=%d d=%d drop=%.1f: time x%.1f bytes x%.3f",
+                "secagg n=%d d=%d drop=%.1f: time x%.1f bytes x%.3f (+setup x%.3f)",
                 clients,
                 dim,
                 fraction,
                 rows[-1]["time_ratio"],
                 rows[-1]["bytes_ratio"],
+                rows[-1]["bytes_ratio_with_setup"],
             )
     return rows, {
         "source": "fedmed.bench.secagg_protocol.measure()",
+        "protocol": "v2: SecAgg+ graph, round-bound pair keys, keys once per run",
         "dropouts": list(DROPOUTS),
     }

@@ -198,13 +198,47 @@ def classification_statistics(
     }
 
 
+def dense_classification_statistics(
+    statistics: Mapping[str, list[float]] | None, num_classes: int
+) -> dict[str, list[float]]:
+    """A site's statistics in a fixed dense layout that sums element-wise.
+
+    Secure aggregation adds vectors, so a site releases its groups spread
+    over the edge grid's cells, ``(C, 2, EDGE_CELLS)`` as ``score_cells``,
+    and ``correct_total``; ``None`` (nothing to report) gives zeros of the
+    same layout. The groups keep their rule (no range with fewer than
+    ``MIN_CASES`` cases) even against the other sites of a sum.
+    """
+    cells = np.zeros((num_classes, 2, EDGE_CELLS))
+    correct_total = [0.0, 0.0]
+    if statistics:
+        hist = histograms_from_groups(statistics["score_groups"], num_classes)
+        cells = hist.reshape(num_classes, 2, EDGE_CELLS, BINS_PER_CELL).sum(axis=-1)
+        correct_total = [float(v) for v in statistics["correct_total"]]
+    return {"score_cells": cells.reshape(-1).tolist(), "correct_total": correct_total}
+
+
+def _site_histograms(statistics: Mapping[str, list[float]], num_classes: int):
+    """``(C, 2, HIST_BINS)`` from released groups or from dense (summed) cells."""
+    if "score_cells" not in statistics:
+        return histograms_from_groups(statistics["score_groups"], num_classes)
+    cells = np.asarray(statistics["score_cells"], dtype=np.float64)
+    if cells.size != num_classes * 2 * EDGE_CELLS or not np.isfinite(cells).all():
+        raise ValueError(
+            f"score_cells must hold {num_classes * 2 * EDGE_CELLS} finite counts "
+            f"({num_classes} classes x 2 x {EDGE_CELLS} cells), found {cells.size}"
+        )
+    spread = np.repeat(cells.reshape(num_classes, 2, EDGE_CELLS), BINS_PER_CELL, -1)
+    return spread / BINS_PER_CELL
+
+
 def pooled_classification_metrics(
     site_statistics: Sequence[Mapping[str, list[float]]], num_classes: int
 ) -> dict[str, float]:
-    """Pooled AUC and accuracy from every site's :func:`classification_statistics`."""
-    hist = sum(
-        histograms_from_groups(s["score_groups"], num_classes) for s in site_statistics
-    )
+    """Pooled AUC and accuracy from every site's :func:`classification_statistics`
+    or from dense statistics (:func:`dense_classification_statistics`), e.g. one
+    securely summed over all sites."""
+    hist = sum(_site_histograms(s, num_classes) for s in site_statistics)
     correct = sum(float(s["correct_total"][0]) for s in site_statistics)
     total = sum(float(s["correct_total"][1]) for s in site_statistics)
     return {"auc": auc_from_histograms(hist), "accuracy": correct / max(total, 1.0)}

@@ -40,8 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import ClassVar
+from dataclasses import replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -74,42 +73,10 @@ from fedmed.privacy.messages import (
     MaskRequest,
     UnmaskRequest,
     UnmaskResponse,
-    WireMessage,
 )
+from fedmed.privacy.party_state import PartyState
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PartyState(WireMessage):
-    """Everything a party must remember between messages (stays on the node)."""
-
-    kinds: ClassVar = {
-        "party": "id",
-        "private_key": "bytes",
-        "min_threshold_fraction": "float",
-        "min_parties": "int",
-        "run_id": "bytes",
-        "threshold": "int",
-        "degree": "int",
-        "parties": "ids",
-        "public_keys": "keys",
-        "last_round": "int",
-        "pending_round": "int",
-        "pending_active": "bytes",
-    }
-    party: int
-    private_key: bytes
-    min_threshold_fraction: float
-    min_parties: int
-    run_id: bytes = b""
-    threshold: int = 0
-    degree: int = 0
-    parties: tuple[int, ...] = ()
-    public_keys: tuple[bytes, ...] = ()
-    last_round: int = -1
-    pending_round: int = -1
-    pending_active: bytes = b""
 
 
 class SecAggParty:

@@ -80,27 +80,58 @@ def check_site_update(
     task: UpdateValidator,
     update: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
-    num_examples: int,
+    num_examples: float,
     value_range: float,
-) -> None:
-    """Raise ``UpdateRejected`` unless the site's update can enter the secure sum.
+    max_examples: float = math.inf,
+) -> int:
+    """The site's example count if its update can enter the secure sum, else
+    ``UpdateRejected``.
 
     The server cannot inspect a masked update, so the site runs the server's
-    own check (keys, shapes, finite values against the tensors it received)
-    and checks that ``n * w`` fits the fixed-point range.
+    own check (keys, shapes, finite values against the tensors it received),
+    refuses an example count that is not a finite integer in
+    ``[1, max_examples]`` (one site must not outweigh the others) and checks
+    that ``n * w`` fits the fixed-point range.
     """
     task.validate_update(update, reference)
-    if num_examples <= 0:
-        raise UpdateRejected(f"num-examples must be > 0, found {num_examples}")
+    if not (math.isfinite(num_examples) and num_examples == int(num_examples)):
+        raise UpdateRejected(f"num-examples must be a finite integer: {num_examples}")
+    if not 1 <= num_examples <= max_examples:
+        raise UpdateRejected(
+            f"num-examples {num_examples:g} outside [1, max-examples-per-site "
+            f"{max_examples:g}]"
+        )
     for name in sorted(update):
         peak = float(update[name].detach().abs().max()) if update[name].numel() else 0
         if peak * num_examples > value_range:
             raise UpdateRejected(
                 f"tensor {name!r} reaches |w| = {peak:.4g}, times the site's "
-                f"{num_examples} examples {peak * num_examples:.4g}, outside "
+                f"{num_examples:g} examples {peak * num_examples:.4g}, outside "
                 f"secagg-value-range {value_range:g}; values are never clipped: "
                 "raise secagg-value-range (costs precision) and rerun"
             )
+    return int(num_examples)
+
+
+def clip_update_norm(
+    update: Mapping[str, Tensor], reference: Mapping[str, Tensor], max_norm: float
+) -> tuple[dict[str, Tensor], float]:
+    """``update`` with ``w_i - w`` scaled to L2 norm <= ``max_norm`` (0 = off).
+
+    The site bounds its own influence before masking, since the server sees
+    only the sum (the norm bound of Sun et al. 2019, without noise). Returns
+    the bounded update and the norm of the original difference.
+    """
+    deltas = {k: update[k].double() - reference[k].double() for k in update}
+    norm = math.sqrt(sum(float((d * d).sum()) for d in deltas.values()))
+    if max_norm <= 0 or norm <= max_norm:
+        return dict(update), norm
+    scale = max_norm / norm
+    bounded = {
+        k: (reference[k].double() + deltas[k] * scale).to(update[k].dtype)
+        for k in update
+    }
+    return bounded, norm
 
 
 def site_vector(

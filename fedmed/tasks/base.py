@@ -113,6 +113,13 @@ class Task(ABC):
     #: the example-weighted mean (what secure aggregation and central DP
     #: compute). ``custom``: anything else (SeLoRA's growing ranks).
     aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
+    #: Every training metric the task's ``fit`` may report. Under secure
+    #: aggregation each site masks one value and weight slot per name, every
+    #: round, zeros where it has nothing, so the layout never shows which
+    #: site reported what; a metric not declared here stays on the site.
+    train_metric_names: ClassVar[tuple[str, ...]] = ("train_loss",)
+    #: The same for ``evaluate``'s metrics (securely summed as weighted means).
+    evaluate_metric_names: ClassVar[tuple[str, ...]] = ("loss",)
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""
@@ -184,6 +191,17 @@ class Task(ABC):
         The task combines what its sites sent (summed histograms, counts); the
         statistics themselves must reveal nothing per sample
         (:mod:`fedmed.metrics.classification` states the rule).
+        """
+        return {}
+
+    def secure_statistics(
+        self, statistics: Mapping[str, list[float]] | None
+    ) -> dict[str, list[float]]:
+        """``statistics`` in a fixed dense layout that sums element-wise.
+
+        Under secure aggregation every site masks this (zeros of the same
+        layout for ``None``) and the server calls :meth:`pooled_metrics`
+        with the one summed mapping. Default: no statistics.
         """
         return {}
 

@@ -39,11 +39,11 @@ def test_secagg_quick_measures_every_dropout_and_costs_bytes(tmp_path):
     # Assert
     rows = contract["rows"]
     assert contract["bench"] == "secagg_scaling"
-    assert {r["dropout_fraction"] for r in rows} == {0.0, 0.1, 0.3}
-    assert (
-        min(r["clients"] for r in rows) == 2 and max(r["clients"] for r in rows) == 50
-    )
+    assert {r["dropout_fraction"] for r in rows} == {0.0, 0.2}
+    assert {10, 50, 100} <= {r["clients"] for r in rows}
     assert all(r["secure_bytes"] >= r["plain_bytes"] > 0 for r in rows)
+    assert all(r["setup_bytes"] > 0 for r in rows)
+    assert sum("round_time_ratio" in r for r in rows) == 1  # the VFL round, 10 sites
     assert all(r["max_abs_error"] < 1e-3 for r in rows)
     assert run["rows"] == rows
 

@@ -17,6 +17,7 @@ from fedmed.privacy import ValueOutOfRange, secure_sum_inprocess, setup_inproces
 from fedmed.privacy.weighted_sum import (
     check_secure_aggregation,
     check_site_update,
+    clip_update_norm,
     mean_from_sum,
     site_vector,
     update_codec,
@@ -68,6 +69,40 @@ def test_secure_mean_equals_the_plain_weighted_mean_within_one_step():
     assert mean.num_examples == pytest.approx(sum(weights), abs=step)
     assert mean.metrics["loss"] == pytest.approx((420 * 1.5 + 17 * 2.5) / 437)
     assert mean.metrics["acc"] == pytest.approx(0.5)  # only site 0 reported it
+
+
+@pytest.mark.parametrize("claimed", [math.inf, math.nan, 1e18, 2.5, -3.0])
+def test_site_refuses_example_counts_that_are_not_finite_capped_integers(claimed):
+    # Prepare
+    task = get_task(_tiny("classify"))
+    reference = _states(1)[0]
+    # Execute / Assert: refused, never an OverflowError that ends the run
+    with pytest.raises(UpdateRejected, match="num-examples"):
+        check_site_update(
+            task, reference, reference, claimed, value_range=1e30, max_examples=1e6
+        )
+    assert check_site_update(task, reference, reference, 1e6, 1e30, 1e6) == 10**6
+
+
+def test_update_norm_is_clipped_to_the_bound_before_masking():
+    # Prepare: an update 1e30 away from the aggregate, and one equal to it
+    reference = _states(1)[0]
+    huge = {k: v + 1e30 for k, v in reference.items()}
+    # Execute
+    bounded, norm = clip_update_norm(huge, reference, max_norm=2.0)
+    unchanged, zero = clip_update_norm(reference, reference, max_norm=2.0)
+    off, _ = clip_update_norm(huge, reference, max_norm=0.0)
+    # Assert
+    distance = math.sqrt(
+        sum(
+            float(((bounded[k].double() - reference[k].double()) ** 2).sum())
+            for k in reference
+        )
+    )
+    assert norm > 1e30 and distance == pytest.approx(2.0, rel=1e-5)
+    assert zero == 0.0
+    assert all(torch.equal(unchanged[k], reference[k]) for k in reference)
+    assert all(torch.equal(off[k], huge[k]) for k in reference)
 
 
 def test_site_rejects_out_of_range_nonfinite_and_misshaped_updates():

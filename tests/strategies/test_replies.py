@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from fedmed.comm.selection import UpdateRejected
+from fedmed.privacy.messages import MaskedInput
 from fedmed.runs import RoundTally
 from fedmed.wire import CONFIG, METRICS, metric_record, payload_bytes
-from fedmed.wire.secagg import ACCEPTED, METRIC_NAMES, REASON
+from fedmed.wire.secagg import ACCEPTED, REASON, REJECTED, REPLY, to_record
 from strategies.replies import metric_means, record_silent, screen_replies
 from strategies.secagg_channel import Transport
 from strategies.secure_fedavg import read_fit
@@ -20,7 +22,13 @@ def _ask(site: int, action: str = "train.secagg_fit") -> Message:
 
 
 def _fit_reply(ask: Message, accepted: bool, **text: str) -> Message:
-    content = RecordDict({METRICS: metric_record({ACCEPTED: int(accepted)})})
+    masked = MaskedInput(0, 2, 64, 1.0, 3, np.zeros(4, np.uint64), ())
+    content = RecordDict(
+        {
+            METRICS: metric_record({ACCEPTED: int(accepted)}),
+            REPLY: to_record(masked),
+        }
+    )
     if text:
         content[CONFIG] = ConfigRecord(text)
     return Message(content, reply_to=ask)
@@ -31,11 +39,12 @@ def _site(msg: Message) -> str:
 
 
 def test_screen_keeps_what_the_reader_accepts_and_records_the_rest():
-    # Prepare: site 0 accepted, 1 rejected its own update, 2 malformed, 3 crashed
+    # Prepare: site 0 accepted, 1 rejected its own update (its masked zeros
+    # still enter the sum), 2 malformed, 3 crashed
     asks = [_ask(k) for k in range(4)]
     replies = [
-        _fit_reply(asks[0], True, **{METRIC_NAMES: "loss,steps"}),
-        _fit_reply(asks[1], False, **{REASON: "site 1 rejected its own update"}),
+        _fit_reply(asks[0], True),
+        _fit_reply(asks[1], False, **{REASON: REJECTED}),
         Message(RecordDict(), reply_to=asks[2]),
         error_reply(
             asks[3], "Traceback (most recent call last):\n  ...\nOSError: disk"
@@ -45,10 +54,9 @@ def test_screen_keeps_what_the_reader_accepts_and_records_the_rest():
     # Execute
     fits = screen_replies(replies, read_fit, tally, where="round 1", site_of=_site)
     # Assert
-    assert [(f.site, f.value) for f in fits] == [("0", ("loss", "steps"))]
+    assert [(f.site, f.value.accepted) for f in fits] == [("0", True), ("1", False)]
     assert tally.rejected == [
-        {"site": "1", "reason": "site 1 rejected its own update"},
-        {"site": "2", "reason": "malformed secagg_fit reply: 'metrics'"},
+        {"site": "2", "reason": "malformed secagg_fit reply: missing 'metrics'"},
         {"site": "3", "reason": "OSError: disk"},
     ]
     row = tally.take()

@@ -16,6 +16,7 @@ from fedmed.data.synth_dermamnist import synthesize
 from fedmed.metrics.classification import (
     classification_metrics,
     classification_statistics,
+    dense_classification_statistics,
     pooled_classification_metrics,
 )
 from fedmed.tasks.base import RoundResult, SiteData, Task
@@ -31,6 +32,8 @@ class ClassifyTask(Task):
     """timm ViT on MedMNIST-format data: full fine-tuning, linear probe or LoRA."""
 
     name = "classify"
+    evaluate_metric_names = ("accuracy", "auc", "loss")
+    train_metric_names = ("train_loss", "steps")
     config_class = ClassifyConfig
 
     default_data_dir = "data/dermamnist"
@@ -95,6 +98,11 @@ class ClassifyTask(Task):
         self, site_statistics: Sequence[Mapping[str, list[float]]]
     ) -> dict[str, float]:
         return pooled_classification_metrics(site_statistics, self.num_classes)
+
+    def secure_statistics(
+        self, statistics: Mapping[str, list[float]] | None
+    ) -> dict[str, list[float]]:
+        return dense_classification_statistics(statistics, self.num_classes)
 
     def heldout_data(self) -> Dataset | None:
         folder = heldout_dir(self._data_dir)

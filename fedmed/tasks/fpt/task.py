@@ -23,6 +23,7 @@ from fedmed.data.synth_highres import write_synthetic_highres
 from fedmed.metrics.classification import (
     classification_metrics,
     classification_statistics,
+    dense_classification_statistics,
     pooled_classification_metrics,
 )
 from fedmed.tasks.base import RoundResult, SiteData, Task
@@ -53,6 +54,8 @@ class FptTask(Task):
     """FPT (Huang et al., MICCAI 2024); baselines full/linear/LoRA/BitFit/prompt."""
 
     name = "fpt"
+    evaluate_metric_names = ("accuracy", "auc", "loss")
+    train_metric_names = ("train_loss", "steps", "lr", "kv_cache_mb")
     config_class = FptConfig
 
     default_data_dir = "data/fpt_synth"
@@ -133,6 +136,11 @@ class FptTask(Task):
         self, site_statistics: Sequence[Mapping[str, list[float]]]
     ) -> dict[str, float]:
         return pooled_classification_metrics(site_statistics, self.cfg.num_classes)
+
+    def secure_statistics(
+        self, statistics: Mapping[str, list[float]] | None
+    ) -> dict[str, list[float]]:
+        return dense_classification_statistics(statistics, self.cfg.num_classes)
 
     def heldout_data(self) -> Dataset | None:
         folder = heldout_dir(self._data_dir)

@@ -63,6 +63,16 @@ class SambaTask(Task):
     """SAMBA (Barakat et al. 2023) on fedmed's task contract."""
 
     name = "samba"
+    train_metric_names = (
+        "decoder_samples",
+        "decoder_epochs",
+        "decoder_dice_loss",
+        "voting_dice_loss",
+        "voting_epochs",
+        "voting_val_loss",
+        "yolo_map50",
+        "yolo_recall",
+    )
     config_class = SambaConfig
 
     default_data_dir = DEFAULT_DATA_DIR
