@@ -17,7 +17,6 @@ from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
-from strategies.secure_fedavg import SecureAdapterFedAvg
 
 app = ServerApp()
 
@@ -68,9 +67,14 @@ def horizontal_strategy(
         "fraction_train": platform.fraction_train,
         "round_offset": round_offset,
     }
+    bounds = {
+        "max_examples": platform.max_examples_per_site,
+        "max_update_norm": platform.max_update_norm,
+        "timeout_s": platform.round_timeout_s,
+    }
     if platform.differential_privacy:
         return AdapterDPFixedClipping(
-            AdapterFedAvg(task, run, codec=platform.comm_dtype, **common),
+            AdapterFedAvg(task, run, codec=platform.comm_dtype, **common, **bounds),
             noise_multiplier=platform.dp_noise_multiplier,
             clip_norm=platform.dp_clip_norm,
             delta=platform.dp_delta,
@@ -78,7 +82,9 @@ def horizontal_strategy(
             rounds_done=round_offset,
         )
     if not platform.secure_aggregation:
-        return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common)
+        return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common, **bounds)
+    from strategies.secure_fedavg import SecureAdapterFedAvg  # loads only when asked
+
     return SecureAdapterFedAvg(
         task,
         run,
@@ -152,6 +158,7 @@ def main(grid: Grid, context: Context) -> None:
                 "comm_dtype": platform.comm_dtype,
                 "secure_aggregation": platform.secure_aggregation,
                 **privacy,
+                "network": run.network.summary(),
             },
         )
     )
