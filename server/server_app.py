@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -134,7 +136,7 @@ def main(grid: Grid, context: Context) -> None:
             timeout=platform.round_timeout_s,
             seed=task.seed,
         )
-    privacy = {}
+    privacy: dict[str, float | None] = {}
     if remaining > 0 and task.federation == "horizontal":
         strategy = horizontal_strategy(task, run, platform, offset)
         strategy.start(
@@ -147,19 +149,31 @@ def main(grid: Grid, context: Context) -> None:
         )
         if isinstance(strategy, AdapterDPFixedClipping):
             privacy = dp_summary(strategy, platform)
-    full, exchanged = model_bytes(task, platform.comm_dtype)
-    run.write_summary(
-        summarize(
-            run,
-            full_model_bytes=full,
-            exchanged_bytes=exchanged,
-            extra={
-                "task": task.name,
-                "comm_dtype": platform.comm_dtype,
-                "secure_aggregation": platform.secure_aggregation,
-                **privacy,
-                "network": run.network.summary(),
-            },
-        )
-    )
+    write_run_summary(run, task, platform, privacy)
     plot_run(run)
+
+
+def write_run_summary(
+    run: RunDirectory,
+    task: Task,
+    platform: PlatformConfig,
+    privacy: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """``summary.json``: the report's totals plus ``network``, what crossed the
+    network in each phase (tensor names and bytes, metric names, statistic
+    sizes, refused and failed replies: :class:`fedmed.runs.NetworkLedger`)."""
+    full, exchanged = model_bytes(task, platform.comm_dtype)
+    summary = summarize(
+        run,
+        full_model_bytes=full,
+        exchanged_bytes=exchanged,
+        extra={
+            "task": task.name,
+            "comm_dtype": platform.comm_dtype,
+            "secure_aggregation": platform.secure_aggregation,
+            **privacy,
+            "network": run.network.summary(),
+        },
+    )
+    run.write_summary(summary)
+    return summary

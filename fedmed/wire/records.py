@@ -56,9 +56,10 @@ def payload_bytes(content: RecordDict) -> int:
 def describe_payload(content: RecordDict) -> dict[str, dict[str, int]]:
     """What a message carries, entry by entry: ``{record: {entry: bytes}}``.
 
-    Bytes are the value's as Flower counts them (array data; 8 per metric
-    number; a config string's UTF-8), so a run can state exactly which
-    tensors, metrics and statistics crossed the network and how large.
+    Bytes are the value's as Flower counts them (an array's serialised data,
+    numpy header included; 8 per metric number; a config string's UTF-8), so
+    a run can state exactly which tensors, metrics and statistics crossed the
+    network and how large.
     """
     shape: dict[str, dict[str, int]] = {}
     for key, record in content.items():
