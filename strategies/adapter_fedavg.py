@@ -255,6 +255,7 @@ class AdapterFedAvg(FedAvg):
         and the messages replies answer."""
         if self.identity is None:
             self.identity = SiteIdentity(directory_for(grid))
+            log(INFO, "sites are named by their %s", self.identity.source)
         messages = list(messages)
         for msg in messages:
             site = self.identity.of_node(msg.metadata.dst_node_id)

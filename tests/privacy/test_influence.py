@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from clients.faults import fault_mod
 from fedmed.config import ConfigError, PlatformConfig
 from fedmed.privacy.dp import clip_update, update_norm
 from fedmed.wire import METRICS, NUM_EXAMPLES, SITE_ID, metric_record, state_to_record
@@ -259,8 +260,6 @@ def test_screening_survives_a_reply_with_a_text_example_count(task, run):  # noq
                 "config": ConfigRecord({"note": "x"}),
             }
         )
-        from flwr.app import Message
-
         return Message(content, reply_to=msg)
 
     grid = ScriptedGrid({NODE: honest(0, 1.0), NODE + 1: listing})
@@ -269,3 +268,28 @@ def test_screening_survives_a_reply_with_a_text_example_count(task, run):  # noq
     # Assert
     [row] = rows(run, "train")
     assert row["rejected"] == [{"site": "1", "reason": "num-examples is not a number"}]
+
+
+def test_the_examples_fault_makes_a_real_client_reply_claim_1e18():
+    # Prepare: the ClientApp's fault mod, scripted for site 2 in round 1
+    context = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": 2},
+        state=RecordDict(),
+        run_config={"faults": "examples@2:1"},
+    )
+    ask = Message(
+        RecordDict({"config": ConfigRecord({"server-round": 1})}),
+        dst_node_id=7,
+        message_type="train",
+    )
+
+    def train(msg, ctx):
+        metrics = metric_record({NUM_EXAMPLES: 40, SITE_ID: 2})
+        return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+
+    # Execute
+    reply = fault_mod(ask, context, train)
+    # Assert
+    assert reply.content[METRICS][NUM_EXAMPLES] == 1e18
