@@ -53,6 +53,7 @@ from fedmed.wire import (
 )
 from strategies.identity import SiteIdentity, directory_for
 from strategies.replies import (
+    REFUSALS,
     Accepted,
     SiteUpdate,
     read_evaluation,
@@ -240,11 +241,19 @@ class AdapterFedAvg(FedAvg):
         return MetricRecord({k: float(v) for k, v in aggregated.items()})
 
     def _pooled(self, contents: list[RecordDict]) -> dict[str, float]:
-        """Metrics of the pooled test data, when every site sent its statistics."""
+        """Metrics of the pooled test data, when every site sent its statistics.
+
+        Statistics the task cannot combine (a site sent another layout) cost
+        this round its pooled metrics, logged with the reason, not the run.
+        """
         if not contents or not all(STATISTICS in c for c in contents):
             return {}
         site_statistics = [dict(c[STATISTICS]) for c in contents]
-        pooled = self.task.pooled_metrics(site_statistics)
+        try:
+            pooled = self.task.pooled_metrics(site_statistics)
+        except (*REFUSALS, IndexError) as err:
+            log(ERROR, "pooled metrics left out: statistics do not combine: %r", err)
+            return {}
         return {f"pooled_{k}": v for k, v in pooled.items()}
 
     # ---------------------------------------------------------------- plumbing

@@ -293,3 +293,28 @@ def test_the_examples_fault_makes_a_real_client_reply_claim_1e18():
     reply = fault_mod(ask, context, train)
     # Assert
     assert reply.content[METRICS][NUM_EXAMPLES] == 1e18
+
+
+def test_statistics_that_do_not_combine_cost_the_pooled_metrics_not_the_run(
+    task,  # noqa: F811
+    run,  # noqa: F811
+):
+    # Prepare: site 1's evaluation statistics lack the task's "counts"
+    strategy = AdapterFedAvg(task, run, min_sites=2)
+    answer = honest(1, 3.0)
+
+    def odd_statistics(msg):
+        reply = answer(msg)
+        if "statistics" in reply.content:
+            reply.content["statistics"] = metric_record({"other": [1.0]})
+        return reply
+
+    grid = ScriptedGrid({NODE: honest(0, 1.0), NODE + 1: odd_statistics})
+    # Execute
+    final = start(strategy, grid)
+    # Assert: both rounds ran; the evaluation row has its means, no pooled ones
+    torch.testing.assert_close(final["bias"], torch.full((2,), 4.0))
+    evaluate = rows(run, "evaluate")
+    assert len(evaluate) == 2
+    assert evaluate[-1]["aggregated"]["accuracy"] == 0.5
+    assert "pooled_accuracy" not in evaluate[-1]["aggregated"]
