@@ -5,7 +5,8 @@ benchmark scripts (local training, and the masking steps of secure
 aggregation and VFL-CLIP); the plan itself is :mod:`fedmed.faults`'s. Before
 the handler runs, ``raise`` crashes the site and ``sleep`` stalls it past the
 round timeout; after it, ``nan`` / ``shape`` corrupt the update in the reply
-and ``examples`` inflates its example count.
+``examples`` inflates its example count and ``unchanged`` sends back the
+model received.
 Nothing happens unless the run config names faults.
 """
 
@@ -50,6 +51,8 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     if {"nan", "shape"} & kinds and not reply.has_error() and ARRAYS in reply.content:
         update = corrupt_update(record_to_state(reply.content[ARRAYS]), kinds)
         reply.content[ARRAYS] = state_to_record(update, platform.comm_dtype)
+    if "unchanged" in kinds and not reply.has_error() and ARRAYS in reply.content:
+        reply.content[ARRAYS] = msg.content[ARRAYS]
     if "examples" in kinds and not reply.has_error() and METRICS in reply.content:
         reply.content[METRICS][NUM_EXAMPLES] = INFLATED_EXAMPLES
     return reply

@@ -10,7 +10,8 @@ round, site 1 stalls past the round timeout in round 3. Kinds:
 - ``shape``: one tensor of the update has the wrong shape;
 - ``sleep``: the ClientApp sleeps ``sleep-s`` seconds (a straggler/timeout);
 - ``examples``: the reply claims :data:`INFLATED_EXAMPLES` examples (a site
-  trying to make the aggregate its own update).
+  trying to make the aggregate its own update);
+- ``unchanged``: the reply returns the model it received (a zero update).
 
 The plan only says what to do; the ClientApp applies it. Nothing here runs
 unless the run config names faults.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-FAULT_KINDS = ("raise", "nan", "shape", "sleep", "examples")
+FAULT_KINDS = ("raise", "nan", "shape", "sleep", "examples", "unchanged")
 INFLATED_EXAMPLES = 1e18  # what an ``examples`` fault claims
 
 

@@ -318,3 +318,30 @@ def test_statistics_that_do_not_combine_cost_the_pooled_metrics_not_the_run(
     assert len(evaluate) == 2
     assert evaluate[-1]["aggregated"]["accuracy"] == 0.5
     assert "pooled_accuracy" not in evaluate[-1]["aggregated"]
+
+
+def test_the_unchanged_fault_sends_back_the_model_received():
+    # Prepare
+    context = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": 0},
+        state=RecordDict(),
+        run_config={"faults": "unchanged@0:*"},
+    )
+    sent = state_to_record(reference_state(), "fp32")
+    ask = Message(
+        RecordDict({"arrays": sent, "config": ConfigRecord({"server-round": 3})}),
+        dst_node_id=7,
+        message_type="train",
+    )
+
+    def train(msg, ctx):
+        trained = state_to_record(filled_like(reference_state(), 5.0), "fp32")
+        metrics = metric_record({NUM_EXAMPLES: 4, SITE_ID: 0})
+        return Message(RecordDict({"arrays": trained, METRICS: metrics}), reply_to=msg)
+
+    # Execute
+    reply = fault_mod(ask, context, train)
+    # Assert: the update w_i - w is zero
+    assert update_norm(received_state(reply), reference_state()) == 0.0
