@@ -67,6 +67,7 @@ def attacked(attacker) -> ScriptedGrid:
         (-1.0, ("num-examples must be > 0", "num-examples must be >= 0")),
         (2.5, "num-examples is not an integer"),
     ],
+    ids=["inf", "nan", "1e18", "negative", "fractional"],
 )
 def test_a_bad_example_count_is_refused_named_and_the_run_continues(
     task,  # noqa: F811
