@@ -8,7 +8,10 @@ round, site 1 stalls past the round timeout in round 3. Kinds:
 - ``raise``: the ClientApp raises (a crash);
 - ``nan``: the update contains NaN;
 - ``shape``: one tensor of the update has the wrong shape;
-- ``sleep``: the ClientApp sleeps ``sleep-s`` seconds (a straggler/timeout).
+- ``sleep``: the ClientApp sleeps ``sleep-s`` seconds (a straggler/timeout);
+- ``examples``: the reply claims :data:`INFLATED_EXAMPLES` examples (a site
+  trying to make the aggregate its own update);
+- ``unchanged``: the reply returns the model it received (a zero update).
 
 The plan only says what to do; the ClientApp applies it. Nothing here runs
 unless the run config names faults.
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-FAULT_KINDS = ("raise", "nan", "shape", "sleep")
+FAULT_KINDS = ("raise", "nan", "shape", "sleep", "examples", "unchanged")
+INFLATED_EXAMPLES = 1e18  # what an ``examples`` fault claims
 
 
 class InjectedFault(RuntimeError):

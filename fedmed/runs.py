@@ -15,7 +15,8 @@ Each ``metrics.jsonl`` line has ``round``, ``phase`` (``train``,
 whatever the phase reports (``status``, ``accepted``, ``dropped``...).
 :meth:`RunDirectory.record_round` builds every row, from a
 :class:`RoundTally` the strategy filled while the round's messages came and
-went.
+went, and adds what crossed the network to the run's
+:class:`NetworkLedger`, which ``summary.json`` states under ``network``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 STATE_FILE = "state.json"
+DIRECTIONS = ("down", "up")  # server -> sites, sites -> server
+
+#: What one message carries: ``{record: {entry: bytes}}`` (``fedmed.wire``).
+PayloadShape = Mapping[str, Mapping[str, int]]
 
 
 def _clean(value: Any) -> Any:
@@ -61,22 +66,47 @@ class RoundTally:
     down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    #: Sites whose reply failed (error reply, no reply) rather than was refused.
+    failed: list[str] = field(default_factory=list)
+    #: Per direction, what the messages carried (largest size per entry).
+    shapes: dict[str, dict[str, dict[str, int]]] = field(
+        default_factory=lambda: {d: {} for d in DIRECTIONS}
+    )
+    messages: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(DIRECTIONS, 0)
+    )
 
-    def sent(self, site: str, num_bytes: int) -> None:
-        """Count a message's payload to ``site``."""
+    def sent(
+        self, site: str, num_bytes: int, shape: PayloadShape | None = None
+    ) -> None:
+        """Count a message's payload to ``site`` (and what it carried)."""
         self.down[site] += num_bytes
+        self._carried("down", shape)
 
-    def received(self, site: str, num_bytes: int) -> None:
-        """Count a reply's payload from ``site``."""
+    def received(
+        self, site: str, num_bytes: int, shape: PayloadShape | None = None
+    ) -> None:
+        """Count a reply's payload from ``site`` (and what it carried)."""
         self.up[site] += num_bytes
+        self._carried("up", shape)
+
+    def _carried(self, direction: str, shape: PayloadShape | None) -> None:
+        self.messages[direction] += 1
+        for record, entries in (shape or {}).items():
+            known = self.shapes[direction].setdefault(record, {})
+            for name, size in entries.items():
+                known[name] = max(known.get(name, 0), int(size))
 
     def accept(self, site: str, metrics: Mapping[str, Any]) -> None:
         """List ``site`` in the row with the metrics it reported."""
         self.metrics[site] = dict(metrics)
 
-    def reject(self, site: str, reason: str) -> None:
-        """List ``site`` among the rejected replies, with why."""
+    def reject(self, site: str, reason: str, *, failed: bool = False) -> None:
+        """List ``site`` among the rejected replies, with why; ``failed``: the
+        reply was an error or never came (else its content was refused)."""
         self.rejected.append({"site": site, "reason": reason})
+        if failed:
+            self.failed.append(site)
 
     def relabel(self, labels: Mapping[str, str]) -> None:
         """Rename sites counted before their names were known (node ids)."""
@@ -104,10 +134,66 @@ class RoundTally:
             "rejected": self.rejected,
             "bytes_up": sum(self.up.values()),
             "bytes_down": sum(self.down.values()),
+            "failed": len(self.failed),
+            "shapes": self.shapes,
+            "messages": self.messages,
         }
         self.up, self.down = defaultdict(int), defaultdict(int)
-        self.metrics, self.rejected = {}, []
+        self.metrics, self.rejected, self.failed = {}, [], []
+        self.shapes = {d: {} for d in DIRECTIONS}
+        self.messages = dict.fromkeys(DIRECTIONS, 0)
         return row
+
+
+@dataclass
+class NetworkLedger:
+    """What crossed the network in each phase of this run, for ``summary.json``.
+
+    Per phase and direction: the messages and bytes, and every record entry
+    carried with its largest size in one message (tensor names and bytes,
+    metric names, statistic sizes). Per phase: replies refused for their
+    content and replies that failed (an error, or none). Covers the rounds
+    this process ran (``rows``): a resumed run states its resumed part.
+    """
+
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, phase: str, taken: Mapping[str, Any]) -> None:
+        """Fold one row's tally (:meth:`RoundTally.take`) into the phase."""
+        entry = self.phases.setdefault(
+            phase,
+            {
+                "rows": 0,
+                "rejected": 0,
+                "failed": 0,
+                **{d: {"messages": 0, "bytes": 0, "carried": {}} for d in DIRECTIONS},
+            },
+        )
+        entry["rows"] += 1
+        entry["failed"] += taken["failed"]
+        entry["rejected"] += len(taken["rejected"]) - taken["failed"]
+        for direction in DIRECTIONS:
+            side = entry[direction]
+            side["messages"] += taken["messages"][direction]
+            side["bytes"] += taken[f"bytes_{direction}"]
+            for record, entries in taken["shapes"][direction].items():
+                known = side["carried"].setdefault(record, {})
+                for name, size in entries.items():
+                    known[name] = max(known.get(name, 0), size)
+
+    def summary(self) -> dict[str, Any]:
+        """``{phase: {rows, rejected, failed, down: {...}, up: {...}}}``, sorted."""
+        out: dict[str, Any] = {}
+        for phase, entry in sorted(self.phases.items()):
+            out[phase] = {k: v for k, v in entry.items() if k not in DIRECTIONS}
+            for direction in DIRECTIONS:
+                side = entry[direction]
+                carried = {
+                    record: dict(sorted(entries.items()))
+                    for record, entries in sorted(side["carried"].items())
+                }
+                out[phase][direction] = {**side, "carried": carried}
+        return out
 
 
 class RunDirectory:
@@ -117,6 +203,8 @@ class RunDirectory:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
+        #: What crossed the network in the rows this process recorded.
+        self.network = NetworkLedger()
 
     def create(self, run_config: Mapping[str, Any], resume: bool = False) -> None:
         """Make the folders; a fresh run refuses to overwrite an existing one."""
@@ -161,6 +249,7 @@ class RunDirectory:
             row.update(sites={}, aggregated=dict(aggregated), bytes_up=0, bytes_down=0)
         else:
             taken = tally.take()
+            self.network.add(phase, taken)
             row.update(sites=taken["sites"], rejected=taken["rejected"])
             row.update(aggregated=dict(aggregated), bytes_up=taken["bytes_up"])
             row.update(bytes_down=taken["bytes_down"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -17,7 +19,6 @@ from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
-from strategies.secure_fedavg import SecureAdapterFedAvg
 
 app = ServerApp()
 
@@ -68,9 +69,14 @@ def horizontal_strategy(
         "fraction_train": platform.fraction_train,
         "round_offset": round_offset,
     }
+    bounds = {
+        "max_examples": platform.max_examples_per_site,
+        "max_update_norm": platform.max_update_norm,
+        "timeout_s": platform.round_timeout_s,
+    }
     if platform.differential_privacy:
         return AdapterDPFixedClipping(
-            AdapterFedAvg(task, run, codec=platform.comm_dtype, **common),
+            AdapterFedAvg(task, run, codec=platform.comm_dtype, **common, **bounds),
             noise_multiplier=platform.dp_noise_multiplier,
             clip_norm=platform.dp_clip_norm,
             delta=platform.dp_delta,
@@ -78,7 +84,9 @@ def horizontal_strategy(
             rounds_done=round_offset,
         )
     if not platform.secure_aggregation:
-        return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common)
+        return AdapterFedAvg(task, run, codec=platform.comm_dtype, **common, **bounds)
+    from strategies.secure_fedavg import SecureAdapterFedAvg  # loads only when asked
+
     return SecureAdapterFedAvg(
         task,
         run,
@@ -128,7 +136,7 @@ def main(grid: Grid, context: Context) -> None:
             timeout=platform.round_timeout_s,
             seed=task.seed,
         )
-    privacy = {}
+    privacy: dict[str, float | None] = {}
     if remaining > 0 and task.federation == "horizontal":
         strategy = horizontal_strategy(task, run, platform, offset)
         strategy.start(
@@ -141,18 +149,31 @@ def main(grid: Grid, context: Context) -> None:
         )
         if isinstance(strategy, AdapterDPFixedClipping):
             privacy = dp_summary(strategy, platform)
-    full, exchanged = model_bytes(task, platform.comm_dtype)
-    run.write_summary(
-        summarize(
-            run,
-            full_model_bytes=full,
-            exchanged_bytes=exchanged,
-            extra={
-                "task": task.name,
-                "comm_dtype": platform.comm_dtype,
-                "secure_aggregation": platform.secure_aggregation,
-                **privacy,
-            },
-        )
-    )
+    write_run_summary(run, task, platform, privacy)
     plot_run(run)
+
+
+def write_run_summary(
+    run: RunDirectory,
+    task: Task,
+    platform: PlatformConfig,
+    privacy: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """``summary.json``: the report's totals plus ``network``, what crossed the
+    network in each phase (tensor names and bytes, metric names, statistic
+    sizes, refused and failed replies: :class:`fedmed.runs.NetworkLedger`)."""
+    full, exchanged = model_bytes(task, platform.comm_dtype)
+    summary = summarize(
+        run,
+        full_model_bytes=full,
+        exchanged_bytes=exchanged,
+        extra={
+            "task": task.name,
+            "comm_dtype": platform.comm_dtype,
+            "secure_aggregation": platform.secure_aggregation,
+            **privacy,
+            "network": run.network.summary(),
+        },
+    )
+    run.write_summary(summary)
+    return summary

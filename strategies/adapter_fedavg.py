@@ -3,13 +3,21 @@
 Client contract: reply to ``train`` with the exchanged tensors under
 ``"arrays"`` and ``"num-examples"`` + ``"site-id"`` under ``"metrics"``;
 reply to ``evaluate`` with metrics and optional sufficient statistics under
-``"statistics"``. A reply that errs, or whose update the task rejects
-(keys, shapes, non-finite values, no examples), is logged with its site and
-left out (:func:`strategies.replies.screen_replies`); the round still counts
-if at least ``min_sites`` updates were accepted, else the global model stays
-as it was. Aggregation math is the task's (``Task.aggregate``), metric means
-are Flower's hooks (``train_metrics_aggr_fn``/``evaluate_metrics_aggr_fn``);
-this class only screens, records and repacks.
+``"statistics"``. A reply that errs, never comes, or whose update the task
+rejects (keys, shapes, non-finite values, an example count that is not a
+finite integer in ``[1, max-examples-per-site]``, float32 overflow) is
+logged with its site and left out (:func:`strategies.replies.screen_replies`);
+the round still counts if at least ``min_sites`` updates were accepted, else
+the global model stays as it was. Sites are named by their authenticated
+node id (:mod:`strategies.identity`), never by what a reply says.
+
+With ``max-update-norm`` > 0 each accepted update ``w_i - w`` is clipped to
+that L2 norm before averaging (norm bounding, Sun et al. 2019, "Can You
+Really Backdoor Federated Learning?", without noise); each site's row then
+records ``update_norm`` (before clipping) and ``clipped``. Aggregation math
+is the task's (``Task.aggregate``), metric means are Flower's hooks
+(``train_metrics_aggr_fn``/``evaluate_metrics_aggr_fn``); this class only
+screens, bounds, records and repacks.
 
 A wrapper (central DP) composes with it through :meth:`screen_train`,
 :meth:`skip_train` and :meth:`release_train`: it screens the same way,
@@ -21,9 +29,9 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from logging import ERROR, INFO
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -31,18 +39,32 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from torch import Tensor
 
+from fedmed.config import PlatformConfig
+from fedmed.privacy.dp import clip_update, update_norm
+from fedmed.privacy.weighted_sum import require_mean_aggregation
 from fedmed.runs import RoundTally, RunDirectory
 from fedmed.tasks.base import Task
-from fedmed.wire import STATISTICS, payload_bytes, record_to_state, state_to_record
+from fedmed.wire import (
+    STATISTICS,
+    describe_payload,
+    payload_bytes,
+    record_to_state,
+    state_to_record,
+)
+from strategies.identity import SiteIdentity, directory_for
 from strategies.replies import (
+    REFUSALS,
     Accepted,
-    SiteNames,
     SiteUpdate,
-    read_metrics,
+    read_evaluation,
     read_update,
+    record_silent,
     screen_replies,
     weighted_metric_means,
 )
+
+DEFAULT_MAX_EXAMPLES = PlatformConfig.max_examples_per_site
+T = TypeVar("T")
 
 
 class AdapterFedAvg(FedAvg):
@@ -57,9 +79,18 @@ class AdapterFedAvg(FedAvg):
         min_sites: int = 2,
         fraction_train: float = 1.0,
         round_offset: int = 0,
+        max_examples: int = DEFAULT_MAX_EXAMPLES,
+        max_update_norm: float = 0.0,
+        timeout_s: float = 3600.0,
     ) -> None:
         if min_sites < 1:
             raise ValueError(f"min_sites must be >= 1, found {min_sites}")
+        if max_update_norm > 0:
+            require_mean_aggregation(
+                task,
+                "max-update-norm>0",
+                "the norm bound clips each update w_i - w in the model's shapes",
+            )
         super().__init__(
             fraction_train=fraction_train,
             fraction_evaluate=1.0,
@@ -71,7 +102,10 @@ class AdapterFedAvg(FedAvg):
         )
         self.task, self.run, self.codec = task, run, codec
         self.min_sites, self.round_offset = min_sites, round_offset
-        self.sites = SiteNames()
+        self.max_examples, self.max_update_norm = max_examples, max_update_norm
+        self.timeout_s = timeout_s
+        #: Who each node is; chosen from the first grid seen (identity module).
+        self.identity: SiteIdentity | None = None
         self.tally = RoundTally()
         #: The tensors sent this round: what replies are checked against.
         self.reference: dict[str, Tensor] = {}
@@ -88,7 +122,7 @@ class AdapterFedAvg(FedAvg):
         messages = super().configure_train(
             self.round_of(server_round), arrays, config, grid
         )
-        return self._send(messages, arrays)
+        return self._send(messages, arrays, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -99,7 +133,7 @@ class AdapterFedAvg(FedAvg):
         if len(updates) < self.min_sites:
             return self.skip_train(round_k, updates)
         aggregate = self.task.aggregate(
-            [u.value.state for u in updates], [u.value.weight for u in updates]
+            self.bounded(updates), [u.value.weight for u in updates]
         )
         metrics = self.train_metrics_aggr_fn(
             [u.content for u in updates], self.weighted_by_key
@@ -113,16 +147,37 @@ class AdapterFedAvg(FedAvg):
     ) -> list[Accepted[SiteUpdate]]:
         """The valid updates of this round; the rest are logged and recorded."""
         reference, validate = self.reference, self.task.validate_update
-        updates = screen_replies(
-            replies,
-            lambda content: read_update(content, reference, validate),
-            self.tally,
-            where=f"round {round_k}",
-            site_of=self._site_of,
+        cap = self.max_examples
+        updates = self._screen(
+            round_k, replies, lambda c: read_update(c, reference, validate, cap)
         )
         for update in updates:
             self.tally.accept(update.site, update.value.metrics)
         return updates
+
+    def bounded(self, updates: list[Accepted[SiteUpdate]]) -> list[dict[str, Tensor]]:
+        """The updates, each ``w_i - w`` clipped to ``max-update-norm`` (if set);
+        every site's norm and whether it was clipped go into its row."""
+        states = [u.value.state for u in updates]
+        if self.max_update_norm <= 0:
+            return states
+        bounded = []
+        for update, state in zip(updates, states, strict=True):
+            norm = update_norm(state, self.reference)
+            clipped = norm > self.max_update_norm
+            if clipped:
+                log(
+                    INFO,
+                    "site %s: update norm %.4g clipped to max-update-norm %.4g",
+                    update.site,
+                    norm,
+                    self.max_update_norm,
+                )
+            self.tally.metrics[update.site].update(
+                update_norm=norm, clipped=int(clipped)
+            )
+            bounded.append(clip_update(state, self.reference, self.max_update_norm))
+        return bounded
 
     def skip_train(
         self, round_k: int, updates: list[Accepted[SiteUpdate]]
@@ -159,19 +214,16 @@ class AdapterFedAvg(FedAvg):
         messages = super().configure_evaluate(
             self.round_of(server_round), arrays, config, grid
         )
-        return self._send(messages, arrays)
+        return self._send(messages, arrays, grid)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Example-weighted means of the sites' metrics, plus pooled metrics."""
         round_k = self.round_of(server_round)
-        evaluated = screen_replies(
-            replies,
-            read_metrics,
-            self.tally,
-            where=f"round {round_k}",
-            site_of=self._site_of,
+        cap = self.max_examples
+        evaluated = self._screen(
+            round_k, replies, lambda content: read_evaluation(content, cap)
         )
         for reply in evaluated:
             self.tally.accept(reply.site, reply.value)
@@ -189,27 +241,69 @@ class AdapterFedAvg(FedAvg):
         return MetricRecord({k: float(v) for k, v in aggregated.items()})
 
     def _pooled(self, contents: list[RecordDict]) -> dict[str, float]:
-        """Metrics of the pooled test data, when every site sent its statistics."""
+        """Metrics of the pooled test data, when every site sent its statistics.
+
+        Statistics the task cannot combine (a site sent another layout) cost
+        this round its pooled metrics, logged with the reason, not the run.
+        """
         if not contents or not all(STATISTICS in c for c in contents):
             return {}
         site_statistics = [dict(c[STATISTICS]) for c in contents]
-        pooled = self.task.pooled_metrics(site_statistics)
+        try:
+            pooled = self.task.pooled_metrics(site_statistics)
+        except (*REFUSALS, IndexError) as err:
+            log(ERROR, "pooled metrics left out: statistics do not combine: %r", err)
+            return {}
         return {f"pooled_{k}": v for k, v in pooled.items()}
 
     # ---------------------------------------------------------------- plumbing
-    def _send(self, messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
-        """Count what goes to each site; keep the tensors replies are checked by."""
+    def _send(
+        self, messages: Iterable[Message], arrays: ArrayRecord, grid: Grid
+    ) -> list[Message]:
+        """Count what goes to each site; keep the tensors replies are checked by
+        and the messages replies answer."""
+        if self.identity is None:
+            self.identity = SiteIdentity(directory_for(grid))
+            log(INFO, "sites are named by their %s", self.identity.source)
         messages = list(messages)
         for msg in messages:
-            site = self.sites.of_node(msg.metadata.dst_node_id)
-            self.tally.sent(site, payload_bytes(msg.content))
+            site = self.identity.of_node(msg.metadata.dst_node_id)
+            content = msg.content
+            self.tally.sent(site, payload_bytes(content), describe_payload(content))
+        self.identity.asked(messages)
         self.reference = record_to_state(arrays)
         self.started = time.perf_counter()
         return messages
 
+    def _screen(
+        self, round_k: int, replies: Iterable[Message], read: Callable[[RecordDict], T]
+    ) -> list[Accepted[T]]:
+        """:func:`screen_replies` with authenticated site names; every site
+        asked that sent nothing is recorded as failed."""
+        if self.identity is None:
+            self.identity = SiteIdentity()
+        identity, replies = self.identity, list(replies)
+        screened = screen_replies(
+            replies,
+            read,
+            self.tally,
+            where=f"round {round_k}",
+            site_of=self._site_of,
+            vet=identity.vet,
+        )
+        answered = {identity.node_of(msg) for msg in replies}
+        silent = [identity.of_node(n) for n in identity.asked_nodes() - answered]
+        where = f"round {round_k}"
+        record_silent(self.tally, silent, [], where=where, timeout_s=self.timeout_s)
+        return screened
+
     def _site_of(self, msg: Message) -> str:
-        node_label = self.sites.of_node(msg.metadata.src_node_id)
-        site = self.sites.learn(msg)
+        """The reply's site; bytes counted under a node label before the node
+        was known move to the site's name."""
+        identity = cast(SiteIdentity, self.identity)
+        node = identity.node_of(msg)
+        node_label = identity.of_node(node)
+        site = identity.site_of(msg)
         self.tally.relabel({node_label: site})
         return site
 

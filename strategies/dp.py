@@ -22,6 +22,10 @@ Epsilon is accounted per release with fedmed's RDP accountant
 in the round's train record, the returned train metrics and the
 checkpoint's state file.
 
+A site returning the model unchanged (a zero update) is averaged as it
+is: clipping leaves a zero-norm update alone instead of dividing by its
+norm (Flower's own clipping would), so the run continues.
+
 Client contract: as :class:`AdapterFedAvg`; nothing extra (clipping is
 server side). The wrapper needs comm-dtype fp32, as run configs do
 (``fedmed.config.platform``: clipping quantised codes is meaningless and
@@ -100,6 +104,14 @@ class AdapterDPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         )
         if self.rdp is not None:
             self.rdp.step(rounds_done)
+        if strategy.max_update_norm > 0:
+            log(
+                WARNING,
+                "max-update-norm %.3g is not applied under differential privacy: "
+                "dp-clip-norm %.3g bounds every update",
+                strategy.max_update_norm,
+                clip_norm,
+            )
         if noise_multiplier < 0.5:
             log(
                 WARNING,

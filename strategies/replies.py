@@ -4,21 +4,32 @@ Every reply a strategy receives goes through :func:`screen_replies`: an
 error reply (the ClientApp raised, or the SuperLink lost the node) is logged
 with its traceback and recorded with its last line; a reply whose content
 the strategy's reader refuses (``UpdateRejected``, ``ValueError``,
-``KeyError``: wrong keys or shapes, non-finite values, a missing example
-count) is logged and recorded with the refusal; everything else is
-accepted. Payload bytes of every answered reply are counted. What a reader
-checks is the caller's: :func:`read_update` for training replies (the
-task's ``validate_update`` against the tensors sent), :func:`read_metrics`
-for evaluation replies.
+``KeyError``, ``TypeError``, ``OverflowError``: wrong keys or shapes,
+non-finite values, a bad example count) is logged and recorded with the
+refusal; everything else is accepted. A refusal never ends the run. Payload
+bytes of every answered reply are counted. What a reader checks is the
+caller's: :func:`read_update` for training replies (the task's
+``validate_update`` against the tensors sent, then the bounds below),
+:func:`read_evaluation` for evaluation replies.
+
+Bounded influence (one site must not set the model or stop the run): an
+example count is a finite integer in ``[1, max-examples-per-site]`` (``[0,
+max]`` for evaluation), so no claimed 1e18 makes the aggregate one site's
+update; an update is refused when float32 arithmetic on it overflows (its
+squared L2 norm, or example count times its largest value, beyond
+``FLOAT32_MAX``), the range every aggregation and clipping here computes in.
+Reasons are generic: they name the rule broken, never the site's numbers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import ERROR, WARNING
 from typing import Any, Generic, TypeVar
 
+import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore import log
 from torch import Tensor
@@ -30,12 +41,16 @@ from fedmed.wire import (
     METRICS,
     NUM_EXAMPLES,
     SITE_ID,
+    describe_payload,
     payload_bytes,
     record_to_state,
 )
 
 T = TypeVar("T")
 REASON_CHARS = 300  # a recorded reason is cut to this many characters
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: What a reader may raise on a reply it cannot use: a refusal, not a crash.
+REFUSALS = (UpdateRejected, ValueError, KeyError, TypeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -69,19 +84,26 @@ def screen_replies(
     *,
     where: str,
     site_of: Callable[[Message], str],
+    vet: Callable[[Message, str], None] | None = None,
 ) -> list[Accepted[T]]:
-    """Keep the replies ``read`` accepts; log and record every other one."""
+    """Keep the replies ``read`` accepts; log and record every other one.
+
+    ``vet(msg, site)`` may refuse a reply before it is read (raising
+    ``UpdateRejected``), e.g. a node claiming another site than before.
+    """
     accepted = []
     for msg in replies:
         site = site_of(msg)
         if msg.has_error():
             log(ERROR, "%s: site %s failed:\n%s", where, site, msg.error.reason)
-            tally.reject(site, short_reason(msg.error.reason))
+            tally.reject(site, short_reason(msg.error.reason), failed=True)
             continue
-        tally.received(site, payload_bytes(msg.content))
+        tally.received(site, payload_bytes(msg.content), describe_payload(msg.content))
         try:
+            if vet is not None:
+                vet(msg, site)
             value = read(msg.content)
-        except (UpdateRejected, ValueError, KeyError) as err:
+        except REFUSALS as err:
             log(WARNING, "%s: rejected reply of site %s: %s", where, site, err)
             tally.reject(site, str(err)[:REASON_CHARS])
             continue
@@ -102,7 +124,7 @@ def record_silent(
     for site in asked:
         if site not in heard:
             log(ERROR, "%s: site %s sent no reply in %.0f s", where, site, timeout_s)
-            tally.reject(site, "no reply (timeout)")
+            tally.reject(site, "no reply (timeout)", failed=True)
 
 
 def read_metrics(content: RecordDict) -> dict[str, Any]:
@@ -110,36 +132,66 @@ def read_metrics(content: RecordDict) -> dict[str, Any]:
     return {k: v for k, v in content[METRICS].items() if k != SITE_ID}
 
 
+def read_example_count(metrics: Mapping[str, Any], cap: int, *, least: int) -> int:
+    """The ``num-examples`` a reply claims: a finite integer in ``[least, cap]``.
+
+    The count is the reply's weight in every mean: unbounded, one site's
+    claim of 1e18 makes the aggregate its own update, and ``inf`` overflows.
+    """
+    if NUM_EXAMPLES not in metrics:
+        raise UpdateRejected("reply has no num-examples")
+    raw = metrics[NUM_EXAMPLES]
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise UpdateRejected("num-examples is not a number")
+    if not math.isfinite(raw):
+        raise UpdateRejected("num-examples is not finite")
+    if raw != int(raw):
+        raise UpdateRejected("num-examples is not an integer")
+    count = int(raw)
+    if count < least:
+        bound = "> 0" if least == 1 else f">= {least}"
+        raise UpdateRejected(f"num-examples must be {bound}")
+    if count > cap:
+        raise UpdateRejected(f"num-examples above max-examples-per-site ({cap})")
+    return count
+
+
+def check_float32_range(state: Mapping[str, Tensor], weight: int) -> None:
+    """Refuse an update whose float32 arithmetic overflows (see module doc)."""
+    squares, peak = 0.0, 0.0
+    for name, tensor in state.items():
+        values = tensor.detach().double()
+        if not torch.isfinite(values).all():
+            raise UpdateRejected(f"tensor {name!r} contains NaN or Inf")
+        if values.numel():
+            squares += float((values * values).sum())
+            peak = max(peak, float(values.abs().max()))
+    if squares > FLOAT32_MAX or weight * peak > FLOAT32_MAX:
+        raise UpdateRejected(
+            "update overflows float32: its squared L2 norm or num-examples times "
+            "its largest value exceeds 3.4e38"
+        )
+
+
 def read_update(
     content: RecordDict,
     reference: Mapping[str, Tensor],
     validate: Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], None],
+    max_examples: int,
 ) -> SiteUpdate:
-    """A training reply checked against the tensors sent (``validate``)."""
+    """A training reply checked against the tensors sent (``validate``) and the
+    bounds on its weight and range (``max_examples``: max-examples-per-site)."""
     state = record_to_state(content[ARRAYS])
     validate(state, reference)
-    weight = int(content[METRICS][NUM_EXAMPLES])
-    if weight <= 0:
-        raise UpdateRejected(f"num-examples must be > 0, found {weight}")
+    weight = read_example_count(content[METRICS], max_examples, least=1)
+    check_float32_range(state, weight)
     return SiteUpdate(state, weight, read_metrics(content))
 
 
-class SiteNames:
-    """Which site each node is, learnt from the ``site-id`` its replies carry."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, str] = {}
-
-    def of_node(self, node: int) -> str:
-        """The site's name, or ``node-<id>`` until one of its replies names it."""
-        return self._names.get(node, f"node-{node}")
-
-    def learn(self, msg: Message) -> str:
-        """The name of the site that sent ``msg`` (remembered for later rounds)."""
-        node = msg.metadata.src_node_id
-        if not msg.has_error() and SITE_ID in msg.content.get(METRICS, {}):
-            self._names[node] = str(int(msg.content[METRICS][SITE_ID]))
-        return self.of_node(node)
+def read_evaluation(content: RecordDict, max_examples: int) -> dict[str, Any]:
+    """An evaluation reply's metrics, its example count bounded like training's."""
+    read_example_count(content[METRICS], max_examples, least=0)
+    return read_metrics(content)
 
 
 def metric_means(

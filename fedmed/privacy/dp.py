@@ -68,10 +68,20 @@ def update_norm(update: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -
 def clip_update(
     update: Mapping[str, Tensor], reference: Mapping[str, Tensor], clip_norm: float
 ) -> dict[str, Tensor]:
-    """``reference + delta * min(1, C / ||delta||)``: flat clipping (McMahan 2018)."""
+    """``reference + delta * min(1, C / ||delta||)``: flat clipping (McMahan 2018).
+
+    A zero update (a site returning the model unchanged) stays as it is
+    rather than dividing by its zero norm; the arithmetic runs in float64 so
+    a large ``delta`` cannot overflow float32 before it is scaled down.
+    """
     norm = update_norm(update, reference)
     scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-    return {k: reference[k] + (update[k] - reference[k]) * scale for k in update}
+    return {
+        k: (
+            reference[k].double() + (update[k].double() - reference[k].double()) * scale
+        ).to(update[k].dtype)
+        for k in update
+    }
 
 
 def add_noise(

@@ -53,6 +53,33 @@ def payload_bytes(content: RecordDict) -> int:
     return total
 
 
+def describe_payload(content: RecordDict) -> dict[str, dict[str, int]]:
+    """What a message carries, entry by entry: ``{record: {entry: bytes}}``.
+
+    Bytes are the value's as Flower counts them (an array's serialised data,
+    numpy header included; 8 per metric number; a config string's UTF-8), so
+    a run can state exactly which tensors, metrics and statistics crossed the
+    network and how large.
+    """
+    shape: dict[str, dict[str, int]] = {}
+    for key, record in content.items():
+        if isinstance(record, ArrayRecord):
+            shape[key] = {name: len(array.data) for name, array in record.items()}
+        elif isinstance(record, MetricRecord | ConfigRecord):
+            shape[key] = {name: _value_bytes(v) for name, v in record.items()}
+    return shape
+
+
+def _value_bytes(value: object) -> int:
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    return 8  # numbers and booleans travel as 64-bit values
+
+
 def metric_record(values: Mapping[str, float | int | list[float]]) -> MetricRecord:
     """A MetricRecord from plain numbers (NaN kept as float)."""
     return MetricRecord(
