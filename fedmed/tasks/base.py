@@ -232,6 +232,17 @@ class Task(ABC):
         """Write synthetic data in the real format for ``num_sites`` sites."""
         raise NotImplementedError(f"task {self.name!r} has no synthetic data generator")
 
+    def baseline_sites(self, num_sites: int) -> list[SiteData]:
+        """The sites whose data the local and pooled baselines train on.
+
+        Every simulated site's by default; a task whose federation has sites
+        without training data (VFL-CLIP's knowledge provider) leaves them out.
+        """
+        return [
+            self.site_data({"partition-id": k, "num-partitions": num_sites})
+            for k in range(num_sites)
+        ]
+
     def pool(self, sites: list[SiteData]) -> SiteData:
         """Union of several sites' data: the centralised ("pooled") baseline."""
         vals = [s.val for s in sites if s.val is not None]

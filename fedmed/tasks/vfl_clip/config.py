@@ -81,7 +81,6 @@ class VflClipConfig:
     embed_batch_size: int = 64
     cache_dir: str = ""
     batch_size: int = 0
-    local_steps: int = 1
     knowledge_provider_partition: int = -1
     secagg_bits: int = 32
     secagg_range: float = 1e6
@@ -102,10 +101,10 @@ class VflClipConfig:
             raise ConfigError(
                 f"vfl-clip.secagg-bits must be 32 or 64, found {self.secagg_bits}"
             )
-        if self.batch_size < 0 or self.local_steps < 1 or self.embed_batch_size < 1:
+        if self.batch_size < 0 or self.embed_batch_size < 1:
             raise ConfigError(
-                "vfl-clip.batch-size must be >= 0 (0 = full batch), "
-                "vfl-clip.local-steps and vfl-clip.embed-batch-size >= 1"
+                "vfl-clip.batch-size must be >= 0 (0 = full batch) and "
+                "vfl-clip.embed-batch-size >= 1"
             )
         if self.auc_bins < 2 or self.secagg_range <= 0:
             raise ConfigError(

@@ -46,6 +46,7 @@ from fedmed.tasks.vfl_clip.roles import (
     KnowledgeProvider,
     check_image_providers,
 )
+from fedmed.tasks.vfl_clip.train import batch_seed
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,6 @@ class KnowledgeChannel(Protocol):
 def secagg_codec(cfg: VflClipConfig, num_providers: int) -> FixedPointCodec:
     """The fixed-point codec every image provider uses for its vectors."""
     return FixedPointCodec(cfg.secagg_bits, cfg.secagg_range, num_providers)
-
-
-def batch_seed(seed: int, round_id: int) -> int:
-    """Seed of round ``round_id``'s mini-batch (identical at every provider)."""
-    return seed * 7919 + round_id
 
 
 def provider_vector(

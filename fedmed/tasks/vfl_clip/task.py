@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -50,7 +51,13 @@ from fedmed.tasks.vfl_clip.model import (
     build_text_model,
 )
 from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider, resolve_role
-from fedmed.tasks.vfl_clip.train import predict_logits, train_centralised
+from fedmed.tasks.vfl_clip.train import (
+    batch_seed,
+    centralised_step,
+    make_optimizer,
+    pooled_batch,
+    predict_logits,
+)
 
 
 @register_task
@@ -67,6 +74,10 @@ class VflClipTask(Task):
         self.partitioner = platform.partition
         self.partition_alpha = platform.partition_alpha
         self._encoder: ImageEncoder | None = None  # built on the first cache miss
+        # Adam per model, kept across fit() calls as the knowledge provider keeps it
+        self._optimizers: WeakKeyDictionary[nn.Module, torch.optim.Optimizer] = (
+            WeakKeyDictionary()
+        )
 
     @property
     def num_classes(self) -> int:
@@ -92,18 +103,39 @@ class VflClipTask(Task):
     def fit(
         self, model: nn.Module, data: SiteData, round_config: FlatConfig
     ) -> RoundResult:
+        """One VFL round's optimisation on ``data``: the baselines' budget.
+
+        A VFL round is one Adam step on the samples the image providers draw
+        that round, with the knowledge provider's optimiser kept across rounds;
+        ``fit`` does the same on one site's (local) or the providers' pooled
+        data, so a baseline of ``R`` rounds has the federated run's budget.
+        """
         server_round = int(round_config.get("server-round", 1))
-        embeddings, labels = data.train.tensors()  # type: ignore[attr-defined]
-        losses = train_centralised(
-            model,  # type: ignore[arg-type]
-            embeddings,
-            labels,
-            steps=self.cfg.local_steps,
-            lr=float(round_config.get("lr", self.cfg.lr)),
-            batch_size=self.cfg.batch_size,
-            seed=self.seed * 100_003 + data.site_id * 1_009 + server_round,
+        if model not in self._optimizers:
+            self._optimizers[model] = make_optimizer(model, self.cfg.lr)  # type: ignore[arg-type]
+        split: EmbeddedSplit = data.train  # type: ignore[assignment]
+        keep = pooled_batch(
+            split.part_sizes, self.cfg.batch_size, batch_seed(self.seed, server_round)
         )
-        return RoundResult(data.num_train, {"train_loss": float(np.mean(losses))})
+        embeddings, labels = split.tensors()
+        loss = centralised_step(
+            model,  # type: ignore[arg-type]
+            self._optimizers[model],
+            embeddings[keep],
+            labels[keep],
+        )
+        return RoundResult(len(keep), {"train_loss": loss})
+
+    def baseline_sites(self, num_sites: int) -> list[SiteData]:
+        """The image providers' sites only: the knowledge provider holds no images."""
+        nodes = [
+            {"partition-id": k, "num-partitions": num_sites} for k in range(num_sites)
+        ]
+        return [
+            self.site_data(self._provider_node(node))
+            for node in nodes
+            if resolve_role(node, self.cfg).role == "image-provider"
+        ]
 
     def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
         logits, labels = self._logits(model, data.test)  # type: ignore[arg-type]
@@ -155,15 +187,24 @@ class VflClipTask(Task):
         role = resolve_role(node_config, self.cfg)
         if role.role != "image-provider" or role.site is None:
             raise ValueError(f"node is the {role.role}, not an image provider")
-        if "partition-id" in node_config and "data-dir" not in node_config:
-            total = int(node_config.get("num-partitions", 2))
-            node_config = {"partition-id": role.site, "num-partitions": total - 1}
-        location = locate_site(self._data_dir, node_config)
+        location = locate_site(self._data_dir, self._provider_node(node_config))
         train = self._embedded(location, "train")
         test = self._embedded(location, "test")
         return ImageProvider(role.site, train, test)
 
     # ------------------------------------------------------------ internals
+    def _provider_node(self, node_config: FlatConfig) -> FlatConfig:
+        """An image provider's node config with partitions counted over providers.
+
+        In simulation the knowledge provider's partition holds no images, so
+        image provider ``k`` reads partition ``k`` of ``num-partitions - 1``.
+        """
+        if "partition-id" not in node_config or "data-dir" in node_config:
+            return node_config
+        site = resolve_role(node_config, self.cfg).site
+        total = int(node_config.get("num-partitions", 2))
+        return {"partition-id": site, "num-partitions": total - 1}
+
     def _embedded(self, location: SiteLocation, split: str) -> EmbeddedSplit:
         images, labels = site_images(
             location, self.cfg, split, self.partitioner, self.partition_alpha, self.seed

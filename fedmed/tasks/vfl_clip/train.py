@@ -16,6 +16,7 @@ centralised full-batch CoOp (:func:`centralised_step`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,11 @@ def make_optimizer(model: CoopTextModel, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam([model.prompt_learner.ctx], lr=lr)
 
 
+def batch_seed(seed: int, round_id: int) -> int:
+    """Seed of round ``round_id``'s mini-batch (identical at every provider)."""
+    return seed * 7919 + round_id
+
+
 def batch_indices(count: int, batch_size: int, seed: int) -> np.ndarray:
     """Indices of this round's local batch (all samples when ``batch_size`` is 0)."""
     if batch_size <= 0 or batch_size >= count:
@@ -106,20 +112,45 @@ def batch_indices(count: int, batch_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(count, size=batch_size, replace=False))
 
 
+def pooled_batch(part_sizes: Sequence[int], batch_size: int, seed: int) -> np.ndarray:
+    """One round's batch of pooled data: every part's own batch, offset.
+
+    Each image provider draws its batch from its own data with the round's
+    seed; pooling the providers' data and drawing per part gives exactly the
+    samples a VFL round sums over.
+    """
+    offsets = np.cumsum([0, *part_sizes[:-1]])
+    return np.concatenate(
+        [
+            offset + batch_indices(size, batch_size, seed)
+            for offset, size in zip(offsets, part_sizes, strict=True)
+        ]
+    ).astype(np.int64)
+
+
 def train_centralised(
     model: CoopTextModel,
     image_embeddings: Tensor,
     labels: Tensor,
-    steps: int,
+    rounds: int,
     lr: float,
     batch_size: int = 0,
     seed: int = 0,
+    part_sizes: Sequence[int] = (),
 ) -> list[float]:
-    """CoOp on one party's (or the pooled) embeddings; returns per-step losses."""
+    """Centralised CoOp on the budget of ``rounds`` VFL rounds; per-round losses.
+
+    One Adam step per round (one optimiser for the whole run), on the samples
+    that round's VFL step sums over: ``part_sizes`` are the image providers'
+    sample counts in the order their data were pooled (default: one part).
+    """
     optimizer = make_optimizer(model, lr)
+    sizes = list(part_sizes) or [len(labels)]
     losses = []
-    for step in range(steps):
-        keep = torch.as_tensor(batch_indices(len(labels), batch_size, seed + step))
+    for round_id in range(1, rounds + 1):
+        keep = torch.as_tensor(
+            pooled_batch(sizes, batch_size, batch_seed(seed, round_id))
+        )
         losses.append(
             centralised_step(model, optimizer, image_embeddings[keep], labels[keep])
         )

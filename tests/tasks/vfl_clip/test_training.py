@@ -64,7 +64,7 @@ def test_vfl_training_equals_centralised_full_batch_coop(bits, ctx_atol, grad_at
     labels = torch.cat([s.tensors()[1] for s in splits])
     # Execute
     run_vfl_inprocess(cfg, knowledge, providers, rounds=5)
-    train_centralised(reference, embeddings, labels, steps=5, lr=cfg.lr)
+    train_centralised(reference, embeddings, labels, rounds=5, lr=cfg.lr)
     # Assert: same context vectors after 5 Adam steps
     vfl_ctx = knowledge.model.prompt_learner.ctx.detach()
     central_ctx = reference.prompt_learner.ctx.detach()
