@@ -113,6 +113,9 @@ class Task(ABC):
     #: the example-weighted mean (what secure aggregation and central DP
     #: compute). ``custom``: anything else (SeLoRA's growing ranks).
     aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
+    #: True when the task's own orchestration always sums site values under
+    #: secure aggregation, whatever ``secure-aggregation`` says (VFL-CLIP).
+    always_secure_aggregation: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""

@@ -67,6 +67,7 @@ class VflClipTask(Task):
     name = "vfl-clip"
     config_class = VflClipConfig
     federation = "vertical"
+    always_secure_aggregation = True  # every sum over image providers is masked
     default_data_dir = "data/dermamnist"
 
     def __init__(self, cfg: VflClipConfig, platform: PlatformConfig) -> None:
