@@ -15,6 +15,7 @@ from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
+from server.heldout import score_checkpoints_heldout
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 from strategies.secure_fedavg import SecureAdapterFedAvg
@@ -128,6 +129,9 @@ def main(grid: Grid, context: Context) -> None:
             timeout=platform.round_timeout_s,
             seed=task.seed,
         )
+        score_checkpoints_heldout(
+            task, run, 0 if offset == 0 else offset + 1, platform.num_server_rounds
+        )
     privacy = {}
     if remaining > 0 and task.federation == "horizontal":
         strategy = horizontal_strategy(task, run, platform, offset)
@@ -150,7 +154,8 @@ def main(grid: Grid, context: Context) -> None:
             extra={
                 "task": task.name,
                 "comm_dtype": platform.comm_dtype,
-                "secure_aggregation": platform.secure_aggregation,
+                "secure_aggregation": platform.secure_aggregation
+                or task.always_secure_aggregation,
                 **privacy,
             },
         )
