@@ -9,9 +9,15 @@ text feature at the end-of-text token, CLIP's logit scale frozen.
 
 Choices the paper leaves open, made here:
 
-* ``batch-size = 0`` means full batch: each round is one Adam step on the
-  exact gradient of the mean loss over all image providers' data, which is
-  what secure aggregation of per-provider gradient sums gives.
+* One round is one Adam step on the exact gradient of the mean loss over the
+  samples the image providers draw that round (secure aggregation of
+  per-provider gradient sums gives exactly that). ``batch-size`` is each
+  provider's mini-batch: rounds walk through its data in epochs of
+  ``ceil(N_i / batch-size)`` rounds, as CoOp's data loader does (the paper
+  trains in epochs, Figs. 2-3, and names no batch size: CoOp's reference
+  batch is 32, the paper config's). ``0`` is full batch (the tiny config).
+  The platform counts rounds, not epochs: ``num-server-rounds`` = epochs x
+  rounds per epoch (``configs/vfl_clip_dermamnist.toml`` works it out).
 * ``secagg-bits = 32`` with ``secagg-range = 1e6``: masked values cost what
   fp32 costs on the wire (a secure round moves ~1.1x the bytes of a plain one;
   64 bits would make it ~1.5x). Each provider's gradient sum, loss sum and

@@ -99,17 +99,36 @@ def make_optimizer(model: CoopTextModel, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam([model.prompt_learner.ctx], lr=lr)
 
 
+ROUND_SPAN = 2**32  # rounds per run seed in a batch key
+
+
 def batch_seed(seed: int, round_id: int) -> int:
-    """Seed of round ``round_id``'s mini-batch (identical at every provider)."""
-    return seed * 7919 + round_id
+    """Round ``round_id``'s batch key: the run seed and the round, packed.
+
+    Every image provider receives the same key and draws its own batch from
+    it with :func:`batch_indices`.
+    """
+    if not 0 <= round_id < ROUND_SPAN:
+        raise ValueError(f"round must be in [0, 2**32), found {round_id}")
+    return seed * ROUND_SPAN + round_id
 
 
-def batch_indices(count: int, batch_size: int, seed: int) -> np.ndarray:
-    """Indices of this round's local batch (all samples when ``batch_size`` is 0)."""
+def batch_indices(count: int, batch_size: int, key: int) -> np.ndarray:
+    """Indices of this round's local batch: mini-batch epochs over ``count`` samples.
+
+    ``batch_size`` 0 (or at least ``count``) takes every sample. Otherwise
+    rounds walk through a provider's data as CoOp's data loader does: an
+    epoch is ``ceil(count / batch_size)`` rounds over one random permutation
+    (seeded by the run seed and the epoch), each sample drawn once per epoch;
+    the epoch's last batch holds the remainder.
+    """
     if batch_size <= 0 or batch_size >= count:
         return np.arange(count)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(count, size=batch_size, replace=False))
+    seed, round_id = divmod(key, ROUND_SPAN)
+    steps_per_epoch = -(-count // batch_size)
+    epoch, position = divmod(max(round_id - 1, 0), steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return np.sort(order[position * batch_size : (position + 1) * batch_size])
 
 
 def pooled_batch(part_sizes: Sequence[int], batch_size: int, seed: int) -> np.ndarray:
