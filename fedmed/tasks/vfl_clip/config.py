@@ -65,6 +65,9 @@ DERMAMNIST_CLASSES = (
 class VflClipConfig:
     """VFL-CLIP: frozen CLIP towers, CoOp context, secure aggregation.
 
+    ``knowledge-providers`` (default 1) knowledge providers each keep a text
+    tower and a context; ``knowledge-templates`` (``|``-separated, one per
+    provider; empty: all use ``template``) are their own class descriptions.
     ``class-names`` (comma list) overrides the DermaMNIST label names;
     ``zero-shot-templates`` (``|``-separated, ``{}`` = class name) are the
     hand-written prompts of the zero-shot baseline.
@@ -88,6 +91,8 @@ class VflClipConfig:
     cache_dir: str = ""
     batch_size: int = 0
     knowledge_provider_partition: int = -1
+    knowledge_providers: int = 1
+    knowledge_templates: str = ""
     secagg_bits: int = 32
     secagg_range: float = 1e6
     secagg_threshold: int = 0
@@ -112,6 +117,19 @@ class VflClipConfig:
                 "vfl-clip.batch-size must be >= 0 (0 = full batch) and "
                 "vfl-clip.embed-batch-size >= 1"
             )
+        if self.knowledge_providers < 1:
+            raise ConfigError(
+                "vfl-clip.knowledge-providers must be >= 1, found "
+                f"{self.knowledge_providers}"
+            )
+        if self.knowledge_templates and (
+            len(self.knowledge_prompts) != self.knowledge_providers
+        ):
+            raise ConfigError(
+                "vfl-clip.knowledge-templates needs one template per knowledge "
+                f"provider ({self.knowledge_providers}, '|'-separated), found "
+                f"{len(self.knowledge_prompts)}: {self.knowledge_templates!r}"
+            )
         if self.auc_bins < 2 or self.secagg_range <= 0:
             raise ConfigError(
                 "vfl-clip.auc-bins must be >= 2 and vfl-clip.secagg-range > 0"
@@ -121,6 +139,13 @@ class VflClipConfig:
     def classes(self) -> tuple[str, ...]:
         """Class names in label order."""
         return csv_list(self.class_names) if self.class_names else DERMAMNIST_CLASSES
+
+    @property
+    def knowledge_prompts(self) -> tuple[str, ...]:
+        """Each knowledge provider's prompt template (its class descriptions)."""
+        if not self.knowledge_templates:
+            return (self.template,) * self.knowledge_providers
+        return tuple(t.strip() for t in self.knowledge_templates.split("|"))
 
     @property
     def zero_shot_prompts(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ it instead of FedAvg).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -47,10 +48,16 @@ from fedmed.tasks.vfl_clip.metrics import (
 from fedmed.tasks.vfl_clip.model import (
     CoopTextModel,
     ImageEncoder,
+    MeanTextModel,
     build_image_encoder,
     build_text_model,
 )
-from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider, resolve_role
+from fedmed.tasks.vfl_clip.roles import (
+    ImageProvider,
+    KnowledgeProvider,
+    VflSetupError,
+    resolve_role,
+)
 from fedmed.tasks.vfl_clip.train import (
     batch_seed,
     centralised_step,
@@ -86,7 +93,10 @@ class VflClipTask(Task):
 
     # ------------------------------------------------------------ Task contract
     def build_model(self) -> nn.Module:
-        return build_text_model(self.cfg, self.seed)
+        """The knowledge side as one model: with several knowledge providers the
+        mean of their towers (what VFL training equals), else the one tower."""
+        models = [k.model for k in self.knowledge_providers()]
+        return models[0] if len(models) == 1 else MeanTextModel(models)
 
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
         return trainable_state(model)
@@ -179,9 +189,25 @@ class VflClipTask(Task):
         synthesize(out, num_sites=num_sites, size=self.cfg.data_size, seed=seed)
 
     # ------------------------------------------------------------ VFL roles
-    def knowledge_provider(self) -> KnowledgeProvider:
-        """The knowledge provider: text tower + CoOp context + Adam (lr from config)."""
-        return KnowledgeProvider(build_text_model(self.cfg, self.seed), self.cfg.lr)
+    def knowledge_provider(self, index: int = 0) -> KnowledgeProvider:
+        """Knowledge provider ``index``: its text tower, class descriptions
+        (``knowledge-templates``), CoOp context and Adam (lr from config).
+
+        Provider 0's context is seeded by the run seed, provider ``k``'s by
+        ``seed + k``; its share of the gradient is ``1 / knowledge-providers``.
+        """
+        count = self.cfg.knowledge_providers
+        if not 0 <= index < count:
+            raise VflSetupError(
+                f"knowledge provider index must be in [0, {count}), found {index}"
+            )
+        cfg = replace(self.cfg, template=self.cfg.knowledge_prompts[index])
+        model = build_text_model(cfg, self.seed, ctx_seed=self.seed + index)
+        return KnowledgeProvider(model, self.cfg.lr, share=1.0 / count)
+
+    def knowledge_providers(self) -> list[KnowledgeProvider]:
+        """Every knowledge provider of this configuration (in-process runs)."""
+        return [self.knowledge_provider(k) for k in range(self.cfg.knowledge_providers)]
 
     def image_provider(self, node_config: FlatConfig) -> ImageProvider:
         """This node's image provider: cached embeddings of its train/test splits."""
@@ -197,14 +223,15 @@ class VflClipTask(Task):
     def _provider_node(self, node_config: FlatConfig) -> FlatConfig:
         """An image provider's node config with partitions counted over providers.
 
-        In simulation the knowledge provider's partition holds no images, so
-        image provider ``k`` reads partition ``k`` of ``num-partitions - 1``.
+        In simulation knowledge providers' partitions hold no images, so image
+        provider ``k`` reads partition ``k`` of ``num-partitions - K``.
         """
         if "partition-id" not in node_config or "data-dir" in node_config:
             return node_config
         site = resolve_role(node_config, self.cfg).site
         total = int(node_config.get("num-partitions", 2))
-        return {"partition-id": site, "num-partitions": total - 1}
+        images = total - self.cfg.knowledge_providers
+        return {"partition-id": site, "num-partitions": images}
 
     def _embedded(self, location: SiteLocation, split: str) -> EmbeddedSplit:
         images, labels = site_images(

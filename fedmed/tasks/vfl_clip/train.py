@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedmed.tasks.vfl_clip.model import CoopTextModel
 
@@ -80,7 +80,7 @@ def knowledge_step(
 
 
 def centralised_step(
-    model: CoopTextModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     image_embeddings: Tensor,
     labels: Tensor,
@@ -94,9 +94,13 @@ def centralised_step(
     return float(loss.detach())
 
 
-def make_optimizer(model: CoopTextModel, lr: float) -> torch.optim.Adam:
-    """Adam on the context vectors only (paper Sec. IV-B: lr 0.001)."""
-    return torch.optim.Adam([model.prompt_learner.ctx], lr=lr)
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam on the trainable tensors, the context vectors (paper Sec. IV-B: lr 1e-3).
+
+    Adam works element by element, so one Adam over several knowledge
+    providers' contexts equals one Adam per provider.
+    """
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
 
 
 ROUND_SPAN = 2**32  # rounds per run seed in a batch key
@@ -148,7 +152,7 @@ def pooled_batch(part_sizes: Sequence[int], batch_size: int, seed: int) -> np.nd
 
 
 def train_centralised(
-    model: CoopTextModel,
+    model: nn.Module,
     image_embeddings: Tensor,
     labels: Tensor,
     rounds: int,
