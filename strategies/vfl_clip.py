@@ -6,17 +6,18 @@ The protocol steps are :mod:`fedmed.tasks.vfl_clip.protocol`'s
 messages to the nodes (actions of :mod:`fedmed.wire.vfl`), counts bytes and
 writes the run directory. What each party sees:
 
-* server: public keys, encrypted shares it cannot open, masked vectors,
-  revealed shares of one round, and the unmasked *sums* (gradient, loss,
-  count; pooled evaluation statistics); the context vectors and ``T``.
+* server: public keys, sealed seed shares it cannot open, masked vectors,
+  per round the seed shares of survivors and the round-bound pair keys of
+  dropped providers, and the unmasked *sums* (gradient, loss, count; pooled
+  evaluation statistics); the context vectors and ``T``.
 * knowledge provider: ``sum G_i``, ``sum loss_i``, ``sum N_i`` only.
 * image provider: ``T`` and its own data; its private keys stay on the node.
 
 Failure handling: a provider that errs or times out before sending its
-masked input is dropped by secure aggregation (its pairwise masks are
-recovered from the others' shares); it leaves the run for good, because its
-mask key is then known. The round goes on while at least the Shamir
-threshold (>= 2) of providers remain; below that the run stops with
+masked input is dropped from that secure sum (its neighbours reveal their
+pair keys with it for that round only) and takes part again in the next
+one. The round goes on while every remaining provider keeps ``t`` surviving
+neighbours; below that the run stops with
 :class:`fedmed.privacy.RecoveryFailed`. A failing knowledge provider stops
 the run. Resuming restarts the knowledge provider from the last checkpointed
 context; Adam's moments restart from zero (they are not checkpointed), and a
@@ -35,8 +36,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import Tensor
 
-from fedmed.privacy import RecoveryFailed, SecAggServer
-from fedmed.privacy.messages import MaskedInput, MaskRequest
+from fedmed.privacy import RecoveryFailed, RoundStart, SecAggServer
+from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.protocol import run_setup
 from fedmed.runs import RoundTally, RunDirectory
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
@@ -52,7 +53,7 @@ from fedmed.wire import (
     record_to_state,
     state_to_record,
 )
-from fedmed.wire.secagg import from_record, request_content, to_record
+from fedmed.wire.secagg import from_record, request_content, round_content, to_record
 from fedmed.wire.vfl import (
     APPLY_ACTION,
     BATCH_SEED,
@@ -79,15 +80,17 @@ class FlowerProviders(FlowerParties):
 
     server_round: int = 0
 
-    def mask(self, request: MaskRequest, job: ProviderJob) -> dict[int, MaskedInput]:
+    def mask(
+        self, starts: Mapping[int, RoundStart], job: ProviderJob
+    ) -> dict[int, MaskedInput]:
         config = {
             PHASE: job.phase,
             BATCH_SEED: job.batch_seed,
             SERVER_ROUND: self.server_round,
         }
         contents = {}
-        for party in request.active:
-            contents[party] = request_content(request, **config)
+        for party, start in starts.items():
+            contents[party] = round_content(start, **config)
             contents[party][TEXT] = to_record(job.text)
         return self._exchange("mask", contents, MaskedInput)
 
@@ -187,7 +190,10 @@ class VerticalRun:
         resume_from: Mapping[str, Tensor] | None,
         min_nodes: int,
     ) -> None:
-        """Key setup once, then rounds ``first_round..last_round``."""
+        """Key setup once (one round trip), then rounds ``first_round..last_round``.
+
+        The key directory rides on each provider's first mask request.
+        """
         started = time.perf_counter()
         kp_node, nodes = discover_roles(
             self.transport, min_nodes, wait_s=self.transport.timeout
@@ -270,6 +276,14 @@ def run_vertical(
     seed: int = 0,
 ) -> None:
     """Entry point of the ServerApp for ``federation = "vertical"`` tasks."""
+    count = task.cfg.knowledge_providers
+    if count > 1:
+        raise VflSetupError(
+            f"vfl-clip.knowledge-providers = {count}: several knowledge providers "
+            "(secure mean of their text features) run in process so far "
+            "(fedmed.tasks.vfl_clip.run_vfl_inprocess); over Flower set "
+            "vfl-clip.knowledge-providers = 1"
+        )
     transport = Transport(grid, timeout, RoundTally(list_every_site=True))
     VerticalRun(task, run, transport, seed).start(
         rounds[0], rounds[1], resume_from, min_nodes=min_sites

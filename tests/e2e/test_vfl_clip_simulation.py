@@ -171,5 +171,20 @@ def test_single_image_provider_refuses_to_start(tmp_path):
     assert not rows_exist(tmp_path / "run", "train")
 
 
+@pytest.mark.slow
+def test_several_knowledge_providers_are_refused_over_flower(tmp_path):
+    # Prepare: 5 nodes, 2 of them knowledge providers
+    sets = ["vfl-clip.knowledge-providers=2"]
+    cmd = simulate_command(
+        "vfl-clip", tmp_path / "run", tmp_path / "data", 5, 1, TINY, sets
+    )
+    # Execute
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # Assert
+    assert done.returncode != 0
+    assert "run in process so far" in done.stdout + done.stderr
+    assert not rows_exist(tmp_path / "run", "train")
+
+
 def rows_exist(run, phase: str) -> bool:
     return (run / "metrics.jsonl").exists() and bool(rows(run, phase))
