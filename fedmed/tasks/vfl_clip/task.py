@@ -1,10 +1,13 @@
-"""VFL-CLIP as a fedmed task: the Task contract plus the two VFL roles.
+"""VFL-CLIP as a fedmed task: the Task contract plus the VFL roles.
 
-Through the :class:`Task` contract (``mode = local | pooled``, and a
-horizontal federated CoOp if run with FedAvg) the model is the knowledge
-provider's :class:`CoopTextModel`: only the CoOp context (``prompt_learner.ctx``)
-is exchanged, ``fit`` trains it on a site's frozen image embeddings and
-``evaluate`` returns AUC/ACC with the sufficient statistics the server sums.
+Through the :class:`Task` contract (the local and pooled baselines, held-out
+scoring, checkpoints) the model is the knowledge side as one model: the
+knowledge provider's :class:`CoopTextModel`, or with several the
+:class:`MeanTextModel` of their towers. Only CoOp contexts are exchanged;
+``fit`` does one VFL round's optimisation (one Adam step on the samples that
+round draws, the optimiser kept across rounds) on a site's or the image
+providers' pooled embeddings, and ``evaluate`` returns AUC/ACC with the
+sufficient statistics the server sums.
 
 The vertical protocol (paper Sec. III-A) uses the role methods instead:
 :meth:`VflClipTask.knowledge_provider`, :meth:`VflClipTask.image_provider`,
