@@ -48,10 +48,7 @@ def run_baselines(
     task: Task, num_sites: int, rounds: int, run: RunDirectory
 ) -> dict[str, dict]:
     """Train local-only and pooled models; log per-round records; return finals."""
-    sites = [
-        task.site_data({"partition-id": k, "num-partitions": num_sites})
-        for k in range(num_sites)
-    ]
+    sites = task.baseline_sites(num_sites)
     score = _scorer(task, sites)
     with Progress(transient=True) as progress:
         started = time.perf_counter()

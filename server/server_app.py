@@ -12,11 +12,13 @@ from flwr.supercore import log
 
 from fedmed.comm.codecs import bytes_per_element
 from fedmed.config import PlatformConfig, parse_platform
+from fedmed.export import export_run
 from fedmed.privacy.weighted_sum import check_secure_aggregation
 from fedmed.report import plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
+from server.heldout import score_checkpoints_heldout
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 
@@ -136,6 +138,9 @@ def main(grid: Grid, context: Context) -> None:
             timeout=platform.round_timeout_s,
             seed=task.seed,
         )
+        score_checkpoints_heldout(
+            task, run, 0 if offset == 0 else offset + 1, platform.num_server_rounds
+        )
     privacy: dict[str, float | None] = {}
     if remaining > 0 and task.federation == "horizontal":
         strategy = horizontal_strategy(task, run, platform, offset)
@@ -151,6 +156,8 @@ def main(grid: Grid, context: Context) -> None:
             privacy = dp_summary(strategy, platform)
     write_run_summary(run, task, platform, privacy)
     plot_run(run)
+    if run.latest_checkpoint() is not None:
+        export_run(run.path)  # the final adapters in the formats users load
 
 
 def write_run_summary(
@@ -170,7 +177,8 @@ def write_run_summary(
         extra={
             "task": task.name,
             "comm_dtype": platform.comm_dtype,
-            "secure_aggregation": platform.secure_aggregation,
+            "secure_aggregation": platform.secure_aggregation
+            or task.always_secure_aggregation,
             **privacy,
             "network": run.network.summary(),
         },

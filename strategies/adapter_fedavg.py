@@ -135,11 +135,14 @@ class AdapterFedAvg(FedAvg):
         aggregate = self.task.aggregate(
             self.bounded(updates), [u.value.weight for u in updates]
         )
-        metrics = self.train_metrics_aggr_fn(
-            [u.content for u in updates], self.weighted_by_key
+        metrics = dict(
+            self.train_metrics_aggr_fn(
+                [u.content for u in updates], self.weighted_by_key
+            )
         )
+        metrics.update(self.task.aggregation_report())
         return self.release_train(
-            round_k, len(updates), aggregate, dict(metrics), {"codec": self.codec}
+            round_k, len(updates), aggregate, metrics, {"codec": self.codec}
         )
 
     def screen_train(

@@ -176,3 +176,11 @@ class SiteParties(FlowerParties):
         self, request: KeyRequest, parties: Sequence[int]
     ) -> dict[int, KeyAdvertisement]:
         return {p: self.ads[p] for p in parties}
+
+
+def party_label(party_of: Mapping[int, str], msg: Message) -> str:
+    """The party a reply comes from; ``node-<id>`` for a sender that is no party
+    (an error the SuperLink generated: the party that never answered is then
+    recorded as silent by :func:`strategies.replies.record_silent`)."""
+    sender = msg.metadata.src_node_id
+    return party_of.get(sender, f"node-{sender}")

@@ -26,7 +26,7 @@ from fedmed.tasks.base import Task
 from fedmed.wire import ARRAYS, CONFIG, NUM_EXAMPLES, payload_bytes
 from fedmed.wire.secagg import REPLY, SITE_PARTY, from_record, round_content
 from strategies.replies import record_silent, screen_replies
-from strategies.secagg_channel import FlowerParties
+from strategies.secagg_channel import FlowerParties, party_label
 
 
 def evaluate_messages(
@@ -72,7 +72,7 @@ def secure_evaluation(
         read_masked,
         tally,
         where=where,
-        site_of=lambda msg: party_of[msg.metadata.src_node_id],
+        site_of=lambda msg: party_label(party_of, msg),
     )
     record_silent(
         tally,

@@ -82,7 +82,12 @@ from fedmed.wire.secagg import (
 )
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.replies import record_silent, screen_replies
-from strategies.secagg_channel import SetupIncomplete, SiteParties, Transport
+from strategies.secagg_channel import (
+    SetupIncomplete,
+    SiteParties,
+    Transport,
+    party_label,
+)
 from strategies.secure_evaluation import evaluate_messages, secure_evaluation
 
 
@@ -264,7 +269,7 @@ class SecureAdapterFedAvg(AdapterFedAvg):
             read_fit,
             self.secure_tally,
             where=f"round {round_k}",
-            site_of=lambda msg: party_of[msg.metadata.src_node_id],
+            site_of=lambda msg: party_label(party_of, msg),
         )
         record_silent(
             self.secure_tally,

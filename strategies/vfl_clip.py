@@ -276,6 +276,14 @@ def run_vertical(
     seed: int = 0,
 ) -> None:
     """Entry point of the ServerApp for ``federation = "vertical"`` tasks."""
+    count = task.cfg.knowledge_providers
+    if count > 1:
+        raise VflSetupError(
+            f"vfl-clip.knowledge-providers = {count}: several knowledge providers "
+            "(secure mean of their text features) run in process so far "
+            "(fedmed.tasks.vfl_clip.run_vfl_inprocess); over Flower set "
+            "vfl-clip.knowledge-providers = 1"
+        )
     transport = Transport(grid, timeout, RoundTally(list_every_site=True))
     VerticalRun(task, run, transport, seed).start(
         rounds[0], rounds[1], resume_from, min_nodes=min_sites

@@ -120,6 +120,9 @@ class Task(ABC):
     train_metric_names: ClassVar[tuple[str, ...]] = ("train_loss",)
     #: The same for ``evaluate``'s metrics (securely summed as weighted means).
     evaluate_metric_names: ClassVar[tuple[str, ...]] = ("loss",)
+    #: True when the task's own orchestration always sums site values under
+    #: secure aggregation, whatever ``secure-aggregation`` says (VFL-CLIP).
+    always_secure_aggregation: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""
@@ -249,6 +252,17 @@ class Task(ABC):
     def synthesize_data(self, out: Path, num_sites: int, seed: int) -> None:
         """Write synthetic data in the real format for ``num_sites`` sites."""
         raise NotImplementedError(f"task {self.name!r} has no synthetic data generator")
+
+    def baseline_sites(self, num_sites: int) -> list[SiteData]:
+        """The sites whose data the local and pooled baselines train on.
+
+        Every simulated site's by default; a task whose federation has sites
+        without training data (VFL-CLIP's knowledge provider) leaves them out.
+        """
+        return [
+            self.site_data({"partition-id": k, "num-partitions": num_sites})
+            for k in range(num_sites)
+        ]
 
     def pool(self, sites: list[SiteData]) -> SiteData:
         """Union of several sites' data: the centralised ("pooled") baseline."""

@@ -80,6 +80,45 @@ def test_vfl_clip_federation_equals_inprocess_protocol_and_learns(tmp_path):
     assert (run / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
+def test_vfl_run_report_compares_like_with_like(tmp_path):
+    # Prepare: 3 image providers + 1 knowledge provider, mini-batches of 64
+    # (epochs of 2 rounds per provider), baselines on
+    run, data = tmp_path / "run", tmp_path / "data"
+    cmd = simulate_command(
+        "vfl-clip",
+        run,
+        data,
+        4,
+        6,
+        TINY,
+        sets=["vfl-clip.batch-size=64"],
+        compare=True,
+    )
+    # Execute
+    subprocess.run(cmd, check=True, cwd=REPO, timeout=600)
+    # Assert: the VFL run always aggregates securely and is scored on held-out
+    check_contract("run", run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["secure_aggregation"] is True
+    heldout = rows(run, "heldout")
+    assert [r["round"] for r in heldout] == list(range(7))
+    comparison = summary["comparison"]
+    federated = comparison["federated"]
+    pooled = comparison["pooled"]
+    local = comparison["local (mean of sites)"]
+    assert federated == heldout[-1]["aggregated"]
+    # same names, same test set
+    assert set(federated) == set(pooled) == set(local)
+    assert {"auc", "acc", "acc_macro", "num_examples"} <= set(federated)
+    assert federated["num_examples"] == pooled["num_examples"] == local["num_examples"]
+    # same data and budget: centralised CoOp on the providers' pooled data
+    # gives the federated numbers (up to secure aggregation's rounding)
+    for name in ("auc", "acc", "acc_macro"):
+        assert pooled[name] == pytest.approx(federated[name], abs=2e-3), name
+    baseline_rows = rows(run, "pooled")
+    assert [r["round"] for r in baseline_rows] == list(range(1, 7))
+
+
 @pytest.mark.slow  # ~50 s: a second simulation
 def test_provider_failing_before_masking_leaves_and_the_sum_stays_exact(tmp_path):
     # Prepare: image provider 1 crashes when asked to mask in round 2
@@ -129,6 +168,21 @@ def test_single_image_provider_refuses_to_start(tmp_path):
     # Assert
     assert done.returncode != 0
     assert "needs at least 2 image providers, found 1" in done.stdout + done.stderr
+    assert not rows_exist(tmp_path / "run", "train")
+
+
+@pytest.mark.slow
+def test_several_knowledge_providers_are_refused_over_flower(tmp_path):
+    # Prepare: 5 nodes, 2 of them knowledge providers
+    sets = ["vfl-clip.knowledge-providers=2"]
+    cmd = simulate_command(
+        "vfl-clip", tmp_path / "run", tmp_path / "data", 5, 1, TINY, sets
+    )
+    # Execute
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # Assert
+    assert done.returncode != 0
+    assert "run in process so far" in done.stdout + done.stderr
     assert not rows_exist(tmp_path / "run", "train")
 
 

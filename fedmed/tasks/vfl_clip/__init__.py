@@ -1,8 +1,9 @@
 """VFL-CLIP (seed paper 003): CLIP split vertically, CoOp prompts, secure aggregation.
 
-Image providers keep images and frozen image embeddings; the knowledge
-provider keeps the text tower and trains the CoOp context; the server only
-ever sees masked vectors and sums over image providers. Importing this
+Image providers keep images and frozen image embeddings; knowledge providers
+(one by default) keep text towers, class descriptions and CoOp contexts; the
+server only ever sees masked vectors and sums over image providers (and, with
+several knowledge providers, over their text features). Importing this
 package registers the task as ``vfl-clip``.
 """
 

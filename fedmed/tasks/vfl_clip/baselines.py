@@ -2,8 +2,9 @@
 
 * zero-shot CLIP: hand-written prompts, no training (CLIP's usual protocol:
   per-class mean of the normalised features of several templates);
-* centralised CoOp: the same prompt learner trained on the pooled image
-  embeddings (the upper bound VFL-CLIP must match);
+* centralised CoOp: the same prompt learner trained on the image providers'
+  pooled embeddings with the federated run's budget (one Adam step per VFL
+  round on the same samples): the reference VFL-CLIP must equal;
 * ResNet-18 / ResNet-50 (timm) trained from scratch on the images, as in
   MedMNIST v2 (cross-entropy, Adam, lr 1e-3).
 
@@ -52,13 +53,28 @@ def centralised_coop(
     cfg: VflClipConfig,
     train: EmbeddedSplit,
     test: EmbeddedSplit,
-    steps: int,
+    rounds: int,
     seed: int = 0,
 ) -> tuple[dict, CoopTextModel]:
-    """CoOp trained on pooled embeddings; metrics on the test embeddings."""
+    """CoOp on the image providers' pooled embeddings with the budget of ``rounds``.
+
+    ``train`` is the pooled training split of the image providers only (its
+    ``parts`` say how many samples each had), trained with one Adam step per
+    VFL round on the samples that round draws; the metrics on ``test`` carry
+    the VFL run's held-out names (``auc``, ``acc``, ``acc_macro``).
+    """
     model = build_text_model(cfg, seed)
     embeddings, labels = train.tensors()
-    train_centralised(model, embeddings, labels, steps, cfg.lr, cfg.batch_size, seed)
+    train_centralised(
+        model,
+        embeddings,
+        labels,
+        rounds,
+        cfg.lr,
+        cfg.batch_size,
+        seed,
+        part_sizes=train.part_sizes,
+    )
     test_embeddings, test_labels = test.tensors()
     with torch.no_grad():
         logits = predict_logits(test_embeddings, model(), float(model.logit_scale))

@@ -9,9 +9,15 @@ text feature at the end-of-text token, CLIP's logit scale frozen.
 
 Choices the paper leaves open, made here:
 
-* ``batch-size = 0`` means full batch: each round is one Adam step on the
-  exact gradient of the mean loss over all image providers' data, which is
-  what secure aggregation of per-provider gradient sums gives.
+* One round is one Adam step on the exact gradient of the mean loss over the
+  samples the image providers draw that round (secure aggregation of
+  per-provider gradient sums gives exactly that). ``batch-size`` is each
+  provider's mini-batch: rounds walk through its data in epochs of
+  ``ceil(N_i / batch-size)`` rounds, as CoOp's data loader does (the paper
+  trains in epochs, Figs. 2-3, and names no batch size: CoOp's reference
+  batch is 32, the paper config's). ``0`` is full batch (the tiny config).
+  The platform counts rounds, not epochs: ``num-server-rounds`` = epochs x
+  rounds per epoch (``configs/vfl_clip_dermamnist.toml`` works it out).
 * ``secagg-bits = 32`` with ``secagg-range = 1e6``: masked values cost what
   fp32 costs on the wire (a secure round moves ~1.1x the bytes of a plain one;
   64 bits would make it ~1.5x). Each provider's gradient sum, loss sum and
@@ -59,6 +65,9 @@ DERMAMNIST_CLASSES = (
 class VflClipConfig:
     """VFL-CLIP: frozen CLIP towers, CoOp context, secure aggregation.
 
+    ``knowledge-providers`` (default 1) knowledge providers each keep a text
+    tower and a context; ``knowledge-templates`` (``|``-separated, one per
+    provider; empty: all use ``template``) are their own class descriptions.
     ``class-names`` (comma list) overrides the DermaMNIST label names;
     ``zero-shot-templates`` (``|``-separated, ``{}`` = class name) are the
     hand-written prompts of the zero-shot baseline.
@@ -81,8 +90,9 @@ class VflClipConfig:
     embed_batch_size: int = 64
     cache_dir: str = ""
     batch_size: int = 0
-    local_steps: int = 1
     knowledge_provider_partition: int = -1
+    knowledge_providers: int = 1
+    knowledge_templates: str = ""
     secagg_bits: int = 32
     secagg_range: float = 1e6
     secagg_threshold: int = 0
@@ -102,10 +112,23 @@ class VflClipConfig:
             raise ConfigError(
                 f"vfl-clip.secagg-bits must be 32 or 64, found {self.secagg_bits}"
             )
-        if self.batch_size < 0 or self.local_steps < 1 or self.embed_batch_size < 1:
+        if self.batch_size < 0 or self.embed_batch_size < 1:
             raise ConfigError(
-                "vfl-clip.batch-size must be >= 0 (0 = full batch), "
-                "vfl-clip.local-steps and vfl-clip.embed-batch-size >= 1"
+                "vfl-clip.batch-size must be >= 0 (0 = full batch) and "
+                "vfl-clip.embed-batch-size >= 1"
+            )
+        if self.knowledge_providers < 1:
+            raise ConfigError(
+                "vfl-clip.knowledge-providers must be >= 1, found "
+                f"{self.knowledge_providers}"
+            )
+        if self.knowledge_templates and (
+            len(self.knowledge_prompts) != self.knowledge_providers
+        ):
+            raise ConfigError(
+                "vfl-clip.knowledge-templates needs one template per knowledge "
+                f"provider ({self.knowledge_providers}, '|'-separated), found "
+                f"{len(self.knowledge_prompts)}: {self.knowledge_templates!r}"
             )
         if self.auc_bins < 2 or self.secagg_range <= 0:
             raise ConfigError(
@@ -116,6 +139,13 @@ class VflClipConfig:
     def classes(self) -> tuple[str, ...]:
         """Class names in label order."""
         return csv_list(self.class_names) if self.class_names else DERMAMNIST_CLASSES
+
+    @property
+    def knowledge_prompts(self) -> tuple[str, ...]:
+        """Each knowledge provider's prompt template (its class descriptions)."""
+        if not self.knowledge_templates:
+            return (self.template,) * self.knowledge_providers
+        return tuple(t.strip() for t in self.knowledge_templates.split("|"))
 
     @property
     def zero_shot_prompts(self) -> tuple[str, ...]:

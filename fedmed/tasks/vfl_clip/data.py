@@ -34,10 +34,21 @@ CACHE_FORMAT = 1
 
 @dataclass(frozen=True)
 class EmbeddedSplit:
-    """One split of a site: normalised embeddings (N x d, float32) and labels."""
+    """One split of a site: normalised embeddings (N x d, float32) and labels.
+
+    ``parts`` are the sample counts of the sites pooled into this split, in
+    order (empty: one site), so a pooled baseline draws each round's batch
+    per site exactly as the image providers do.
+    """
 
     embeddings: np.ndarray
     labels: np.ndarray
+    parts: tuple[int, ...] = ()
+
+    @property
+    def part_sizes(self) -> tuple[int, ...]:
+        """Sample counts of the pooled sites (one entry for a single site)."""
+        return self.parts or (len(self.labels),)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,6 +65,7 @@ class EmbeddedSplit:
         return cls(
             np.concatenate([s.embeddings for s in splits]),
             np.concatenate([s.labels for s in splits]),
+            tuple(size for s in splits for size in s.part_sizes),
         )
 
 

@@ -185,12 +185,40 @@ class CoopTextModel(nn.Module):
         return self.encode(self.token_embedding(tokens), tokens)
 
 
-def build_text_model(cfg: VflClipConfig, seed: int) -> CoopTextModel:
-    """Knowledge-provider side: text tower and prompt learner (image tower dropped)."""
+def build_text_model(
+    cfg: VflClipConfig, seed: int, ctx_seed: int | None = None
+) -> CoopTextModel:
+    """Knowledge-provider side: text tower and prompt learner (image tower dropped).
+
+    ``seed`` initialises a random tower (tests), ``ctx_seed`` (default:
+    ``seed``) the context vectors.
+    """
     clip = create_clip(cfg, seed)
-    model = CoopTextModel(clip, open_clip.get_tokenizer(cfg.model), cfg, seed)
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+    model = CoopTextModel(clip, tokenizer, cfg, seed if ctx_seed is None else ctx_seed)
     model.prompt_learner.ctx.requires_grad_(True)
     return model
+
+
+class MeanTextModel(nn.Module):
+    """Several knowledge providers' models seen as one: the mean of their ``T_k``.
+
+    The centralised reference of VFL with ``K`` knowledge providers: the
+    image providers score against ``(1/K) sum_k T_k`` with the mean logit
+    scale, and every context trains through it.
+    """
+
+    def __init__(self, models: list[CoopTextModel]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("MeanTextModel needs at least one text model")
+        self.members = nn.ModuleList(models)
+        scale = torch.stack([m.logit_scale for m in models]).mean()
+        self.register_buffer("logit_scale", scale, persistent=False)
+
+    def forward(self) -> Tensor:
+        """Mean class text features ``(1/K) sum_k T_k`` (C x d)."""
+        return torch.stack([m() for m in self.members]).mean(dim=0)
 
 
 class ImageEncoder(nn.Module):

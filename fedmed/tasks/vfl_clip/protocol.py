@@ -35,6 +35,7 @@ from fedmed.privacy.protocol import (
     send,
 )
 from fedmed.tasks.vfl_clip.config import VflClipConfig
+from fedmed.tasks.vfl_clip.knowledge import inprocess_knowledge
 from fedmed.tasks.vfl_clip.messages import (
     AggregatedGradient,
     TextFeatures,
@@ -46,6 +47,7 @@ from fedmed.tasks.vfl_clip.roles import (
     KnowledgeProvider,
     check_image_providers,
 )
+from fedmed.tasks.vfl_clip.train import batch_seed
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +82,6 @@ class KnowledgeChannel(Protocol):
 def secagg_codec(cfg: VflClipConfig, num_providers: int) -> FixedPointCodec:
     """The fixed-point codec every image provider uses for its vectors."""
     return FixedPointCodec(cfg.secagg_bits, cfg.secagg_range, num_providers)
-
-
-def batch_seed(seed: int, round_id: int) -> int:
-    """Seed of round ``round_id``'s mini-batch (identical at every provider)."""
-    return seed * 7919 + round_id
 
 
 def provider_vector(
@@ -175,9 +172,23 @@ def inprocess_providers(
     return server, channel
 
 
+def inprocess_knowledge_channel(
+    cfg: VflClipConfig,
+    knowledge: KnowledgeProvider | Sequence[KnowledgeProvider],
+    through_bytes: bool = True,
+    traffic: Traffic | None = None,
+) -> KnowledgeChannel:
+    """One knowledge provider directly; several through the secure text mean."""
+    if isinstance(knowledge, KnowledgeProvider):
+        return InProcessKnowledge(knowledge, through_bytes, traffic)
+    if len(knowledge) == 1:
+        return InProcessKnowledge(knowledge[0], through_bytes, traffic)
+    return inprocess_knowledge(cfg, knowledge, through_bytes, traffic)
+
+
 def run_vfl_inprocess(
     cfg: VflClipConfig,
-    knowledge: KnowledgeProvider,
+    knowledge: KnowledgeProvider | Sequence[KnowledgeProvider],
     providers: Sequence[ImageProvider],
     rounds: int,
     *,
@@ -189,13 +200,16 @@ def run_vfl_inprocess(
 ) -> VflHistory:
     """Train the CoOp context for ``rounds`` rounds across the vertical split.
 
+    ``knowledge`` is one knowledge provider or several (their text features
+    are then averaged by a secure sum, :mod:`fedmed.tasks.vfl_clip.knowledge`).
+
     ``dropouts`` maps a round to image-provider ids that vanish after masking
     in that round's training sum (their data leave that sum; the round goes on
     if every remaining provider keeps ``t`` neighbours, and they take part
     again from the next secure sum on). The final round is always evaluated.
     """
     server, channel = inprocess_providers(cfg, providers, through_bytes, traffic)
-    kp = InProcessKnowledge(knowledge, through_bytes, traffic)
+    kp = inprocess_knowledge_channel(cfg, knowledge, through_bytes, traffic)
     history = VflHistory()
     for round_id in range(1, rounds + 1):
         channel.drop_before_masking = (dropouts or {}).get(round_id, ())

@@ -3,16 +3,19 @@
 *Image providers* (hospitals) hold frozen image embeddings and labels; per
 round they turn the class text features ``T`` into the gradient of their
 summed CoOp loss (paper Eq. 1) and, for evaluation, into sufficient
-statistics. *The knowledge provider* (a specialist centre) holds the text
-tower and the CoOp context, publishes ``T`` and applies the aggregated
-gradient with Adam. Neither sees the other's data; the server in between
+statistics. *Knowledge providers* (specialist centres) each hold a text
+tower, class descriptions and a CoOp context; the image providers use the
+(securely summed) mean of their ``T_k`` and each applies its share of the
+aggregated gradient with Adam. Neither sees the other's data; the server in between
 sees masked vectors and sums only.
 
-Role resolution: a deployment node says ``role = "image-provider"`` or
-``"knowledge-provider"`` in its node config. In simulation the partition
-``vfl-clip.knowledge-provider-partition`` (default -1: the last one) is the
-knowledge provider and partitions ``0 .. n-2`` are image providers reading
-site folders ``site_0 .. site_<n-2>``.
+Role resolution: a deployment node says ``role = "image-provider"`` (with
+``site-id``) or ``"knowledge-provider"`` (with ``knowledge-id`` when there are
+several) in its node config. In simulation the partition
+``vfl-clip.knowledge-provider-partition`` (default -1: the last one) and, with
+``vfl-clip.knowledge-providers = K``, the ``K - 1`` before it are knowledge
+providers; the other partitions are image providers ``0 .. n-K-1`` reading
+site folders ``site_0 .. site_<n-K-1>``.
 """
 
 from __future__ import annotations
@@ -61,10 +64,24 @@ def check_image_providers(count: int) -> None:
 
 @dataclass(frozen=True)
 class NodeRole:
-    """A node's role and, for image providers, its site index."""
+    """A node's role: image providers' site index, knowledge providers' index."""
 
     role: Role
     site: int | None = None
+    knowledge: int | None = None
+
+
+def knowledge_partitions(cfg: VflClipConfig, total: int) -> list[int]:
+    """Simulation partitions of the knowledge providers, in knowledge-index order.
+
+    ``knowledge-provider-partition`` (default -1: the last) is knowledge
+    provider 0; with ``knowledge-providers = K`` the ``K - 1`` partitions
+    before it are knowledge providers 1..K-1.
+    """
+    count = cfg.knowledge_providers
+    check_image_providers(total - count)
+    first = cfg.knowledge_provider_partition % max(total, 1)
+    return [(first - j) % total for j in range(count)]
 
 
 def resolve_role(node_config: FlatConfig, cfg: VflClipConfig) -> NodeRole:
@@ -75,19 +92,19 @@ def resolve_role(node_config: FlatConfig, cfg: VflClipConfig) -> NodeRole:
             raise VflSetupError(
                 f"node config role must be one of {ROLES}, found {role!r}"
             )
-        site = int(node_config.get("site-id", 0)) if role == "image-provider" else None
-        return NodeRole(role, site)  # type: ignore[arg-type]
+        if role == "knowledge-provider":
+            index = int(node_config.get("knowledge-id", 0))
+            return NodeRole("knowledge-provider", knowledge=index)
+        return NodeRole("image-provider", int(node_config.get("site-id", 0)))
     if "partition-id" not in node_config:
         raise VflSetupError("node config has neither 'role' nor 'partition-id'")
     partition = int(node_config["partition-id"])
     total = int(node_config.get("num-partitions", 1))
-    knowledge = cfg.knowledge_provider_partition % max(total, 1)
-    if partition == knowledge:
-        return NodeRole("knowledge-provider")
-    check_image_providers(total - 1)
-    return NodeRole(
-        "image-provider", partition if partition < knowledge else partition - 1
-    )
+    knowledge = knowledge_partitions(cfg, total)
+    if partition in knowledge:
+        return NodeRole("knowledge-provider", knowledge=knowledge.index(partition))
+    site = partition - sum(1 for k in knowledge if k < partition)
+    return NodeRole("image-provider", site)
 
 
 class ImageProvider:
@@ -123,11 +140,19 @@ class ImageProvider:
 
 
 class KnowledgeProvider:
-    """The specialist centre's side: publishes ``T``, applies aggregated gradients."""
+    """A specialist centre's side: publishes ``T``, applies aggregated gradients.
 
-    def __init__(self, model: CoopTextModel, lr: float):
+    With ``K`` knowledge providers the image providers use the mean of their
+    text features, ``T = (1/K) sum_k T_k``, so ``dL/dT_k = (1/K) dL/dT``:
+    ``share`` is that ``1/K`` (1 for a single knowledge provider).
+    """
+
+    def __init__(self, model: CoopTextModel, lr: float, share: float = 1.0):
+        if not 0 < share <= 1:
+            raise ValueError(f"knowledge share must be in (0, 1], found {share}")
         self.model = model
         self.optimizer = make_optimizer(model, lr)
+        self.share = share
 
     @torch.no_grad()
     def text_features(self, round_id: int) -> TextFeatures:
@@ -135,10 +160,19 @@ class KnowledgeProvider:
         features = self.model().float().numpy()
         return TextFeatures(round_id, features, float(self.model.logit_scale))
 
+    @torch.no_grad()
+    def text_vector(self) -> np.ndarray:
+        """``[T_k (C*d), s_k]``: what this provider masks for the secure mean."""
+        features = self.model().double().numpy().reshape(-1)
+        return np.concatenate([features, [float(self.model.logit_scale)]])
+
     def apply(self, aggregate: AggregatedGradient) -> dict[str, float]:
         """One Adam step on the pooled mean-loss gradient; returns the pooled loss."""
         knowledge_step(
-            self.model, self.optimizer, aggregate.gradient_sum, aggregate.count
+            self.model,
+            self.optimizer,
+            aggregate.gradient_sum * self.share,
+            aggregate.count,
         )
         return {
             "train_loss": aggregate.loss_sum / aggregate.count,

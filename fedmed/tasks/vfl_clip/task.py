@@ -1,10 +1,13 @@
-"""VFL-CLIP as a fedmed task: the Task contract plus the two VFL roles.
+"""VFL-CLIP as a fedmed task: the Task contract plus the VFL roles.
 
-Through the :class:`Task` contract (``mode = local | pooled``, and a
-horizontal federated CoOp if run with FedAvg) the model is the knowledge
-provider's :class:`CoopTextModel`: only the CoOp context (``prompt_learner.ctx``)
-is exchanged, ``fit`` trains it on a site's frozen image embeddings and
-``evaluate`` returns AUC/ACC with the sufficient statistics the server sums.
+Through the :class:`Task` contract (the local and pooled baselines, held-out
+scoring, checkpoints) the model is the knowledge side as one model: the
+knowledge provider's :class:`CoopTextModel`, or with several the
+:class:`MeanTextModel` of their towers. Only CoOp contexts are exchanged;
+``fit`` does one VFL round's optimisation (one Adam step on the samples that
+round draws, the optimiser kept across rounds) on a site's or the image
+providers' pooled embeddings, and ``evaluate`` returns AUC/ACC with the
+sufficient statistics the server sums.
 
 The vertical protocol (paper Sec. III-A) uses the role methods instead:
 :meth:`VflClipTask.knowledge_provider`, :meth:`VflClipTask.image_provider`,
@@ -18,7 +21,9 @@ it instead of FedAvg).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -46,11 +51,23 @@ from fedmed.tasks.vfl_clip.metrics import (
 from fedmed.tasks.vfl_clip.model import (
     CoopTextModel,
     ImageEncoder,
+    MeanTextModel,
     build_image_encoder,
     build_text_model,
 )
-from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider, resolve_role
-from fedmed.tasks.vfl_clip.train import predict_logits, train_centralised
+from fedmed.tasks.vfl_clip.roles import (
+    ImageProvider,
+    KnowledgeProvider,
+    VflSetupError,
+    resolve_role,
+)
+from fedmed.tasks.vfl_clip.train import (
+    batch_seed,
+    centralised_step,
+    make_optimizer,
+    pooled_batch,
+    predict_logits,
+)
 
 
 @register_task
@@ -60,6 +77,7 @@ class VflClipTask(Task):
     name = "vfl-clip"
     config_class = VflClipConfig
     federation = "vertical"
+    always_secure_aggregation = True  # every sum over image providers is masked
     default_data_dir = "data/dermamnist"
 
     def __init__(self, cfg: VflClipConfig, platform: PlatformConfig) -> None:
@@ -67,6 +85,10 @@ class VflClipTask(Task):
         self.partitioner = platform.partition
         self.partition_alpha = platform.partition_alpha
         self._encoder: ImageEncoder | None = None  # built on the first cache miss
+        # Adam per model, kept across fit() calls as the knowledge provider keeps it
+        self._optimizers: WeakKeyDictionary[nn.Module, torch.optim.Optimizer] = (
+            WeakKeyDictionary()
+        )
 
     @property
     def num_classes(self) -> int:
@@ -74,7 +96,10 @@ class VflClipTask(Task):
 
     # ------------------------------------------------------------ Task contract
     def build_model(self) -> nn.Module:
-        return build_text_model(self.cfg, self.seed)
+        """The knowledge side as one model: with several knowledge providers the
+        mean of their towers (what VFL training equals), else the one tower."""
+        models = [k.model for k in self.knowledge_providers()]
+        return models[0] if len(models) == 1 else MeanTextModel(models)
 
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
         return trainable_state(model)
@@ -92,18 +117,39 @@ class VflClipTask(Task):
     def fit(
         self, model: nn.Module, data: SiteData, round_config: FlatConfig
     ) -> RoundResult:
+        """One VFL round's optimisation on ``data``: the baselines' budget.
+
+        A VFL round is one Adam step on the samples the image providers draw
+        that round, with the knowledge provider's optimiser kept across rounds;
+        ``fit`` does the same on one site's (local) or the providers' pooled
+        data, so a baseline of ``R`` rounds has the federated run's budget.
+        """
         server_round = int(round_config.get("server-round", 1))
-        embeddings, labels = data.train.tensors()  # type: ignore[attr-defined]
-        losses = train_centralised(
-            model,  # type: ignore[arg-type]
-            embeddings,
-            labels,
-            steps=self.cfg.local_steps,
-            lr=float(round_config.get("lr", self.cfg.lr)),
-            batch_size=self.cfg.batch_size,
-            seed=self.seed * 100_003 + data.site_id * 1_009 + server_round,
+        if model not in self._optimizers:
+            self._optimizers[model] = make_optimizer(model, self.cfg.lr)  # type: ignore[arg-type]
+        split: EmbeddedSplit = data.train  # type: ignore[assignment]
+        keep = pooled_batch(
+            split.part_sizes, self.cfg.batch_size, batch_seed(self.seed, server_round)
         )
-        return RoundResult(data.num_train, {"train_loss": float(np.mean(losses))})
+        embeddings, labels = split.tensors()
+        loss = centralised_step(
+            model,  # type: ignore[arg-type]
+            self._optimizers[model],
+            embeddings[keep],
+            labels[keep],
+        )
+        return RoundResult(len(keep), {"train_loss": loss})
+
+    def baseline_sites(self, num_sites: int) -> list[SiteData]:
+        """The image providers' sites only: the knowledge provider holds no images."""
+        nodes = [
+            {"partition-id": k, "num-partitions": num_sites} for k in range(num_sites)
+        ]
+        return [
+            self.site_data(self._provider_node(node))
+            for node in nodes
+            if resolve_role(node, self.cfg).role == "image-provider"
+        ]
 
     def evaluate(self, model: nn.Module, data: SiteData) -> RoundResult:
         logits, labels = self._logits(model, data.test)  # type: ignore[arg-type]
@@ -146,24 +192,50 @@ class VflClipTask(Task):
         synthesize(out, num_sites=num_sites, size=self.cfg.data_size, seed=seed)
 
     # ------------------------------------------------------------ VFL roles
-    def knowledge_provider(self) -> KnowledgeProvider:
-        """The knowledge provider: text tower + CoOp context + Adam (lr from config)."""
-        return KnowledgeProvider(build_text_model(self.cfg, self.seed), self.cfg.lr)
+    def knowledge_provider(self, index: int = 0) -> KnowledgeProvider:
+        """Knowledge provider ``index``: its text tower, class descriptions
+        (``knowledge-templates``), CoOp context and Adam (lr from config).
+
+        Provider 0's context is seeded by the run seed, provider ``k``'s by
+        ``seed + k``; its share of the gradient is ``1 / knowledge-providers``.
+        """
+        count = self.cfg.knowledge_providers
+        if not 0 <= index < count:
+            raise VflSetupError(
+                f"knowledge provider index must be in [0, {count}), found {index}"
+            )
+        cfg = replace(self.cfg, template=self.cfg.knowledge_prompts[index])
+        model = build_text_model(cfg, self.seed, ctx_seed=self.seed + index)
+        return KnowledgeProvider(model, self.cfg.lr, share=1.0 / count)
+
+    def knowledge_providers(self) -> list[KnowledgeProvider]:
+        """Every knowledge provider of this configuration (in-process runs)."""
+        return [self.knowledge_provider(k) for k in range(self.cfg.knowledge_providers)]
 
     def image_provider(self, node_config: FlatConfig) -> ImageProvider:
         """This node's image provider: cached embeddings of its train/test splits."""
         role = resolve_role(node_config, self.cfg)
         if role.role != "image-provider" or role.site is None:
             raise ValueError(f"node is the {role.role}, not an image provider")
-        if "partition-id" in node_config and "data-dir" not in node_config:
-            total = int(node_config.get("num-partitions", 2))
-            node_config = {"partition-id": role.site, "num-partitions": total - 1}
-        location = locate_site(self._data_dir, node_config)
+        location = locate_site(self._data_dir, self._provider_node(node_config))
         train = self._embedded(location, "train")
         test = self._embedded(location, "test")
         return ImageProvider(role.site, train, test)
 
     # ------------------------------------------------------------ internals
+    def _provider_node(self, node_config: FlatConfig) -> FlatConfig:
+        """An image provider's node config with partitions counted over providers.
+
+        In simulation knowledge providers' partitions hold no images, so image
+        provider ``k`` reads partition ``k`` of ``num-partitions - K``.
+        """
+        if "partition-id" not in node_config or "data-dir" in node_config:
+            return node_config
+        site = resolve_role(node_config, self.cfg).site
+        total = int(node_config.get("num-partitions", 2))
+        images = total - self.cfg.knowledge_providers
+        return {"partition-id": site, "num-partitions": images}
+
     def _embedded(self, location: SiteLocation, split: str) -> EmbeddedSplit:
         images, labels = site_images(
             location, self.cfg, split, self.partitioner, self.partition_alpha, self.seed

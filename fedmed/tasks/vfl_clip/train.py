@@ -16,12 +16,13 @@ centralised full-batch CoOp (:func:`centralised_step`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedmed.tasks.vfl_clip.model import CoopTextModel
 
@@ -79,7 +80,7 @@ def knowledge_step(
 
 
 def centralised_step(
-    model: CoopTextModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     image_embeddings: Tensor,
     labels: Tensor,
@@ -93,33 +94,86 @@ def centralised_step(
     return float(loss.detach())
 
 
-def make_optimizer(model: CoopTextModel, lr: float) -> torch.optim.Adam:
-    """Adam on the context vectors only (paper Sec. IV-B: lr 0.001)."""
-    return torch.optim.Adam([model.prompt_learner.ctx], lr=lr)
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam on the trainable tensors, the context vectors (paper Sec. IV-B: lr 1e-3).
+
+    Adam works element by element, so one Adam over several knowledge
+    providers' contexts equals one Adam per provider.
+    """
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
 
 
-def batch_indices(count: int, batch_size: int, seed: int) -> np.ndarray:
-    """Indices of this round's local batch (all samples when ``batch_size`` is 0)."""
+ROUND_SPAN = 2**32  # rounds per run seed in a batch key
+
+
+def batch_seed(seed: int, round_id: int) -> int:
+    """Round ``round_id``'s batch key: the run seed and the round, packed.
+
+    Every image provider receives the same key and draws its own batch from
+    it with :func:`batch_indices`.
+    """
+    if not 0 <= round_id < ROUND_SPAN:
+        raise ValueError(f"round must be in [0, 2**32), found {round_id}")
+    return seed * ROUND_SPAN + round_id
+
+
+def batch_indices(count: int, batch_size: int, key: int) -> np.ndarray:
+    """Indices of this round's local batch: mini-batch epochs over ``count`` samples.
+
+    ``batch_size`` 0 (or at least ``count``) takes every sample. Otherwise
+    rounds walk through a provider's data as CoOp's data loader does: an
+    epoch is ``ceil(count / batch_size)`` rounds over one random permutation
+    (seeded by the run seed and the epoch), each sample drawn once per epoch;
+    the epoch's last batch holds the remainder.
+    """
     if batch_size <= 0 or batch_size >= count:
         return np.arange(count)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(count, size=batch_size, replace=False))
+    seed, round_id = divmod(key, ROUND_SPAN)
+    steps_per_epoch = -(-count // batch_size)
+    epoch, position = divmod(max(round_id - 1, 0), steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return np.sort(order[position * batch_size : (position + 1) * batch_size])
+
+
+def pooled_batch(part_sizes: Sequence[int], batch_size: int, seed: int) -> np.ndarray:
+    """One round's batch of pooled data: every part's own batch, offset.
+
+    Each image provider draws its batch from its own data with the round's
+    seed; pooling the providers' data and drawing per part gives exactly the
+    samples a VFL round sums over.
+    """
+    offsets = np.cumsum([0, *part_sizes[:-1]])
+    return np.concatenate(
+        [
+            offset + batch_indices(size, batch_size, seed)
+            for offset, size in zip(offsets, part_sizes, strict=True)
+        ]
+    ).astype(np.int64)
 
 
 def train_centralised(
-    model: CoopTextModel,
+    model: nn.Module,
     image_embeddings: Tensor,
     labels: Tensor,
-    steps: int,
+    rounds: int,
     lr: float,
     batch_size: int = 0,
     seed: int = 0,
+    part_sizes: Sequence[int] = (),
 ) -> list[float]:
-    """CoOp on one party's (or the pooled) embeddings; returns per-step losses."""
+    """Centralised CoOp on the budget of ``rounds`` VFL rounds; per-round losses.
+
+    One Adam step per round (one optimiser for the whole run), on the samples
+    that round's VFL step sums over: ``part_sizes`` are the image providers'
+    sample counts in the order their data were pooled (default: one part).
+    """
     optimizer = make_optimizer(model, lr)
+    sizes = list(part_sizes) or [len(labels)]
     losses = []
-    for step in range(steps):
-        keep = torch.as_tensor(batch_indices(len(labels), batch_size, seed + step))
+    for round_id in range(1, rounds + 1):
+        keep = torch.as_tensor(
+            pooled_batch(sizes, batch_size, batch_seed(seed, round_id))
+        )
         losses.append(
             centralised_step(model, optimizer, image_embeddings[keep], labels[keep])
         )

@@ -18,7 +18,7 @@ def test_zero_shot_and_centralised_coop_report_the_same_metrics():
     train, test = gaussian_split(rng, 120), gaussian_split(rng, 60)
     # Execute
     zero = zero_shot(build_text_model(cfg, 0), cfg, test)
-    coop, _ = centralised_coop(cfg, train, test, steps=30)
+    coop, _ = centralised_coop(cfg, train, test, rounds=30)
     # Assert
     assert set(zero) == set(coop) == {"auc", "acc", "acc_macro", "num_examples"}
     assert coop["auc"] > 0.6  # trained prompts separate the Gaussian classes

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
 import torch
 
+from fedmed.tasks.registry import get_task
 from fedmed.tasks.vfl_clip.model import build_text_model
 from fedmed.tasks.vfl_clip.protocol import run_vfl_inprocess
 from fedmed.tasks.vfl_clip.roles import ImageProvider, KnowledgeProvider
 from fedmed.tasks.vfl_clip.train import (
+    batch_indices,
+    batch_seed,
     coop_logits,
     provider_gradient,
     train_centralised,
 )
 
-from .conftest import gaussian_split, tiny_config
+from .conftest import TINY_TOML, gaussian_split, tiny_config
+
+CONFIGS = TINY_TOML.parent
 
 
 def test_sum_of_provider_gradients_is_the_pooled_gradient():
@@ -64,7 +71,7 @@ def test_vfl_training_equals_centralised_full_batch_coop(bits, ctx_atol, grad_at
     labels = torch.cat([s.tensors()[1] for s in splits])
     # Execute
     run_vfl_inprocess(cfg, knowledge, providers, rounds=5)
-    train_centralised(reference, embeddings, labels, steps=5, lr=cfg.lr)
+    train_centralised(reference, embeddings, labels, rounds=5, lr=cfg.lr)
     # Assert: same context vectors after 5 Adam steps
     vfl_ctx = knowledge.model.prompt_learner.ctx.detach()
     central_ctx = reference.prompt_learner.ctx.detach()
@@ -102,3 +109,29 @@ def test_knowledge_provider_state_restores_adam_exactly():
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_mini_batches_walk_through_each_provider_in_epochs():
+    # Prepare: 10 samples, batch 4 -> epochs of 3 rounds (4, 4, 2 samples)
+    keys = [batch_seed(7, round_id) for round_id in range(1, 7)]
+    # Execute
+    batches = [batch_indices(10, 4, key) for key in keys]
+    # Assert: every sample exactly once per epoch, a new order the next epoch
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]
+    for epoch in (batches[:3], batches[3:]):
+        np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(10))
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(batches[:3], batches[3:], strict=True)
+    )
+    np.testing.assert_array_equal(batch_indices(10, 0, keys[0]), np.arange(10))
+
+
+def test_paper_config_trains_in_mini_batch_epochs():
+    # Prepare
+    paper = tomllib.loads((CONFIGS / "vfl_clip_dermamnist.toml").read_text())
+    per_provider = -(-7007 // 3)  # 3 image providers share DermaMNIST's train split
+    # Execute
+    cfg = get_task(paper).cfg
+    # Assert: CoOp's batch of 32 per provider, 50 whole epochs of rounds
+    assert cfg.batch_size == 32 and cfg.lr == 1e-3
+    assert paper["num-server-rounds"] == 50 * -(-per_provider // cfg.batch_size)
