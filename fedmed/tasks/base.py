@@ -44,6 +44,12 @@ Contract
     How the task combines updates, declared: ``"mean"`` (same-shaped
     updates, the example-weighted mean: secure aggregation and central DP
     apply) or ``"custom"`` (anything else: both are refused).
+``frozen_parts`` / ``model_key()``
+    Declared frozen part of the model: attribute paths of submodules no site
+    trains (``""`` is the whole model; its frozen tensors only). A process
+    serving many messages builds the model once per ``model_key()`` and
+    shares those tensors between the private models it hands out
+    (:mod:`fedmed.tasks.backbones`); nothing a site trains is shared.
 ``synthesize_data(out, num_sites, seed)``
     Write synthetic data in the task's real on-disk format, one folder per
     site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
@@ -113,6 +119,10 @@ class Task(ABC):
     #: the example-weighted mean (what secure aggregation and central DP
     #: compute). ``custom``: anything else (SeLoRA's growing ranks).
     aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
+    #: Attribute paths of the model's frozen submodules, shared by every site a
+    #: process serves (``""``: every frozen tensor of the model). Empty: the
+    #: model is rebuilt for every message.
+    frozen_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""
@@ -133,6 +143,14 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """Build the frozen backbone plus trainable parts (same on every site)."""
+
+    def model_key(self) -> tuple[str, str, int]:
+        """Everything ``build_model()`` depends on: equal keys, identical models.
+
+        A task whose model depends on more than its config section and seed
+        (files it reads, the device) adds that here.
+        """
+        return (self.name, repr(self.cfg), self.seed)
 
     @abstractmethod
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:

@@ -63,6 +63,7 @@ class SambaTask(Task):
     """SAMBA (Barakat et al. 2023) on fedmed's task contract."""
 
     name = "samba"
+    frozen_parts = ("sam.image_encoder", "sam.prompt_encoder")
     config_class = SambaConfig
 
     default_data_dir = DEFAULT_DATA_DIR
@@ -74,6 +75,9 @@ class SambaTask(Task):
 
     def build_model(self) -> SambaModel:
         return build_samba_model(self.cfg, self.seed).to(self.device)
+
+    def model_key(self) -> tuple[str, str, int, str]:
+        return (*super().model_key(), str(self.device))
 
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
         prefixes = exchanged_prefixes(self.cfg)

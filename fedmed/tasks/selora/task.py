@@ -56,6 +56,7 @@ class SeLoRATask(Task):
     name = "selora"
     config_class = SeLoRAConfig
     aggregation = "custom"  # growing ranks, product-space SVD
+    frozen_parts = ("unet", "text_encoder", "vae")  # adapters inside stay private
 
     default_data_dir = DEFAULT_DATA_DIR
 
