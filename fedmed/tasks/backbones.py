@@ -22,6 +22,8 @@ Isolation rules the copy enforces:
   frozen part; a frozen part holding a trainable tensor keeps it private;
 - shared buffers are those of modules without trainable parameters of their
   own, inside a frozen part;
+- a declared part that is not a module (a tokenizer) is shared as it is: the
+  task declares it read-only;
 - a frozen part's normalisation layers with running statistics are pinned to
   eval mode in the copy, so a site's ``model.train()`` cannot update shared
   statistics.
@@ -68,14 +70,14 @@ class _RandomState:
 @dataclass
 class _Entry:
     template: nn.Module
-    shared: dict[int, Tensor]
+    shared: dict[int, Any]
     pinned: list[str]
     random_state: _RandomState
     uses: int = field(default=0)
 
 
-def frozen_modules(task: Task, model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """``(name, submodule)`` for each of ``task.frozen_parts`` (``""``: the model).
+def _declared_parts(task: Task, model: nn.Module) -> Iterator[tuple[str, Any]]:
+    """``(name, object)`` for each of ``task.frozen_parts`` (``""``: the model).
 
     A declared part that the configuration leaves out (``None``, e.g. SeLoRA
     without a VAE) is skipped; a name that is not an attribute path of the
@@ -84,21 +86,31 @@ def frozen_modules(task: Task, model: nn.Module) -> Iterator[tuple[str, nn.Modul
     for path in task.frozen_parts:
         owner_path, _, attr = path.rpartition(".")
         owner = model.get_submodule(owner_path) if owner_path else model
-        part = getattr(owner, attr, None) if path else model
-        if part is None and hasattr(owner, attr):
-            continue
-        if not isinstance(part, nn.Module):
+        if path and not hasattr(owner, attr):
             raise AttributeError(
                 f"task {task.name!r} declares frozen part {path!r}, which its model "
                 f"({type(model).__name__}) does not have: fix Task.frozen_parts"
             )
-        yield path, part
+        part = getattr(owner, attr) if path else model
+        if part is not None:
+            yield path, part
 
 
-def shared_tensors(task: Task, model: nn.Module) -> dict[int, Tensor]:
-    """Tensors of ``model`` every site may share: frozen, inside a frozen part."""
-    shared: dict[int, Tensor] = {}
-    for _, part in frozen_modules(task, model):
+def frozen_modules(task: Task, model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The declared frozen parts that are modules, with their names."""
+    for path, part in _declared_parts(task, model):
+        if isinstance(part, nn.Module):
+            yield path, part
+
+
+def shared_tensors(task: Task, model: nn.Module) -> dict[int, Any]:
+    """What every site may share: frozen tensors inside a frozen part, and the
+    declared read-only helpers that are not modules (a tokenizer)."""
+    shared: dict[int, Any] = {}
+    for _, part in _declared_parts(task, model):
+        if not isinstance(part, nn.Module):
+            shared[id(part)] = part
+            continue
         for module in part.modules():
             own = list(module.parameters(recurse=False))
             shared.update({id(p): p for p in own if not p.requires_grad})
@@ -184,10 +196,11 @@ class BackboneCache:
             _RandomState.capture(),
         )
         log.info(
-            "built %s once for this process: %d frozen tensors shared (%.1f M values)",
+            "built %s once for this process: %d frozen objects shared (%.1f M values)",
             task.name,
             len(entry.shared),
-            sum(t.numel() for t in entry.shared.values()) / 1e6,
+            sum(t.numel() for t in entry.shared.values() if isinstance(t, Tensor))
+            / 1e6,
         )
         self._entries[key] = entry
         while len(self._entries) > self.max_entries:

@@ -120,8 +120,9 @@ class Task(ABC):
     #: compute). ``custom``: anything else (SeLoRA's growing ranks).
     aggregation: ClassVar[Literal["mean", "custom"]] = "mean"
     #: Attribute paths of the model's frozen submodules, shared by every site a
-    #: process serves (``""``: every frozen tensor of the model). Empty: the
-    #: model is rebuilt for every message.
+    #: process serves (``""``: every frozen tensor of the model), and of
+    #: read-only helpers that are not modules (a tokenizer). Empty: the model
+    #: is rebuilt for every message.
     frozen_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:

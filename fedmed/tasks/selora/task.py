@@ -56,7 +56,8 @@ class SeLoRATask(Task):
     name = "selora"
     config_class = SeLoRAConfig
     aggregation = "custom"  # growing ranks, product-space SVD
-    frozen_parts = ("unet", "text_encoder", "vae")  # adapters inside stay private
+    #: Adapters inside the U-Net and text encoder stay private to each site.
+    frozen_parts = ("unet", "text_encoder", "vae", "tokenizer")
 
     default_data_dir = DEFAULT_DATA_DIR
 
