@@ -58,7 +58,7 @@ class VflClipTask(Task):
     """CLIP + CoOp split between image providers and a knowledge provider."""
 
     name = "vfl-clip"
-    frozen_parts = ("",)  # the text tower; only the prompt context trains
+    frozen_parts = ("", "tokenizer")  # text tower + tokenizer; the context trains
     config_class = VflClipConfig
     federation = "vertical"
     default_data_dir = "data/dermamnist"
