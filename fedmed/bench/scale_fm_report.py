@@ -38,6 +38,17 @@ def scale_fm_notes(rows: list[dict], detail: dict[str, Any]) -> str:
         "message's model is freed after its reply (the worker records RSS after "
         "message 1 and 2 in the run JSON's detail), so memory is one backbone per "
         "actor plus one message's adapter and optimizer state.",
+        "Reading the figures: sharing removes the per-message build; it does not "
+        "lower an actor's peak RSS here, because 'before' also frees each "
+        "message's model and the peak is set by one model plus one training "
+        "step's activations (SAMBA's batch of 16 decoder passes, SD's U-Net "
+        "backward). What it removes is a second backbone alive while the next "
+        "message builds its own, and the build's seconds. Both modes meet the "
+        "memory target (one backbone per actor + one site's adapter and optimizer "
+        "state). Timings come from a 2-core machine shared with other work: "
+        "site_step_s of the same step differs by up to 2x between the two "
+        "processes of a task, so compare build_s_per_message within a row pair "
+        "and read the percentages as orders of magnitude.",
         GPU_PENDING,
     ]
     by_key = {(r["task"], r["mode"]): r for r in rows if r["sites"] == 1}
