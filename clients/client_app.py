@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 
 from clients import secagg_site, vfl_clip
 from clients.faults import fault_mod
-from clients.site import guard_mod, handler, site_of, with_mods
+from clients.site import guard_mod, handler, site_model, site_of, with_mods
 from fedmed.config import PlatformConfig
 from fedmed.tasks import get_task
 from fedmed.wire import (
@@ -36,7 +36,7 @@ app = ClientApp(mods=[guard_mod])
 def train_work(msg: Message, context: Context, platform: PlatformConfig) -> RecordDict:
     """Load the aggregate, train locally, reply with only the exchanged tensors."""
     task = get_task(context.run_config)
-    model = task.build_model()
+    model = site_model(task)
     task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
     result = task.fit(model, task.site_data(context.node_config), msg.content[CONFIG])
     metrics = {
@@ -57,7 +57,7 @@ def evaluate_work(
 ) -> RecordDict:
     """Evaluate the aggregate on the site's test split; send metrics + statistics."""
     task = get_task(context.run_config)
-    model = task.build_model()
+    model = site_model(task)
     task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
     result = task.evaluate(model, task.site_data(context.node_config))
     metrics = {

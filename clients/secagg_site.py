@@ -38,7 +38,7 @@ from flwr.supercore import log
 from torch import Tensor
 
 from clients.secagg_party import keep_party, load_party, open_round, party_actions
-from clients.site import register_actions, site_of
+from clients.site import register_actions, site_model, site_of
 from fedmed.comm.selection import UpdateRejected
 from fedmed.config import PlatformConfig
 from fedmed.privacy.secure_evaluation import evaluation_vector
@@ -187,7 +187,7 @@ def evaluate_and_mask(
     party = load_party(context, SITE_PARTY)
     request = open_round(party, msg.content)
     task = get_task(context.run_config)
-    model = task.build_model()
+    model = site_model(task)
     task.load_exchanged(model, record_to_state(msg.content[ARRAYS]))
     result = task.evaluate(model, task.site_data(context.node_config))
     examples = result.num_examples

@@ -5,7 +5,9 @@ platform) -> RecordDict``, the run's platform keys parsed once per message.
 :func:`register_actions` turns work into Flower handlers; :func:`guard_mod`,
 installed on the whole ClientApp, turns any exception into an error reply that
 carries the site and the full traceback, so the server logs it the moment it
-arrives instead of the run waiting on a silent worker.
+arrives instead of the run waiting on a silent worker. :func:`site_model` is the
+model a message works on: private trainable state over a frozen backbone built
+once per process (:data:`BACKBONES`) and shared by every site it serves.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
 from flwr.supercore import log
+from torch import nn
 
 from fedmed.config import PlatformConfig, parse_platform
-from fedmed.tasks import list_tasks
+from fedmed.tasks import Task, list_tasks
+from fedmed.tasks.backbones import BackboneCache
 
 Work = Callable[[Message, Context, PlatformConfig], RecordDict]
+
+#: The process's frozen backbones (a simulation actor or a site worker serves
+#: many messages and sites); one object, owned here, bounded.
+BACKBONES = BackboneCache(max_entries=2)
 
 
 def site_of(context: Context) -> int:
@@ -36,6 +44,11 @@ def site_of(context: Context) -> int:
 def platform_of(context: Context) -> PlatformConfig:
     """The run's platform keys, every run-config key checked against the tasks."""
     return parse_platform(context.run_config, list_tasks())
+
+
+def site_model(task: Task) -> nn.Module:
+    """The model one message trains or evaluates: fresh adapters, shared backbone."""
+    return BACKBONES.model(task)
 
 
 def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

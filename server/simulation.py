@@ -42,6 +42,16 @@ def _app_folder(run_config: Mapping[str, Scalar], folder: Path) -> Path:
     return folder
 
 
+def _ray_init_args(ray_address: str | None, total_cpus: int | None) -> dict:
+    """A private Ray sized to this machine, or a connection to a running cluster.
+
+    A cluster brings its own resources: Ray refuses ``num_cpus`` when joining one.
+    """
+    if ray_address:
+        return {"address": ray_address, "include_dashboard": False}
+    return {"num_cpus": total_cpus or os.cpu_count() or 1, "include_dashboard": False}
+
+
 def simulate(
     run_config: Mapping[str, Scalar],
     num_sites: int,
@@ -50,10 +60,14 @@ def simulate(
     gpus_per_site: float = 0.0,
     total_cpus: int | None = None,
     verbose: bool = False,
+    ray_address: str | None = None,
 ) -> None:
     """Run one federated simulation with ``num_sites`` virtual sites.
 
     ``gpus_per_site`` may be fractional (0.25 = four sites share one GPU).
+    ``ray_address`` (``HOST:PORT`` of a running cluster's head) runs the sites
+    as actors across that cluster's nodes instead of a private Ray on this
+    machine; every node resolves the run config's paths (``data-dir``) itself.
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -66,10 +80,7 @@ def simulate(
 
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
-        "init_args": {
-            "num_cpus": total_cpus or os.cpu_count() or 1,
-            "include_dashboard": False,
-        },
+        "init_args": _ray_init_args(ray_address, total_cpus),
     }
     with tempfile.TemporaryDirectory(prefix="fedmed-app-") as tmp:
         app_dir = _app_folder(run_config, Path(tmp))
@@ -103,6 +114,7 @@ def run_experiment(
     synth: bool = True,
     cpus_per_site: float = 1.0,
     gpus_per_site: float = 0.0,
+    ray_address: str | None = None,
 ) -> Path:
     """Synthesise data if missing, simulate, add local/pooled baselines, report."""
     from fedmed.baselines import run_baselines
@@ -122,7 +134,11 @@ def run_experiment(
         )
         task.synthesize_data(Path(platform.data_dir), num_sites, platform.seed)
     simulate(
-        run_config, num_sites, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site
+        run_config,
+        num_sites,
+        cpus_per_site=cpus_per_site,
+        gpus_per_site=gpus_per_site,
+        ray_address=ray_address,
     )
     run = RunDirectory(platform.run_dir)
     summary = run.read_summary()

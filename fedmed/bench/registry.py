@@ -63,6 +63,24 @@ def _measure_faults(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
     return run_faults(quick, work_dir)
 
 
+def _measure_scale_fm(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
+    from fedmed.bench.scale_fm import run_scale_fm
+
+    return run_scale_fm(quick, work_dir)
+
+
+def _notes_scale_fm(rows: Rows, detail: Detail) -> str:
+    from fedmed.bench.scale_fm_report import scale_fm_notes
+
+    return scale_fm_notes(rows, detail)
+
+
+def _plot_scale_fm(rows: Rows, detail: Detail, path: Path) -> Path:
+    from fedmed.bench.scale_fm_report import plot_scale_fm
+
+    return plot_scale_fm(rows, detail, path)
+
+
 def _plot_comm(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_comm
 
@@ -124,6 +142,13 @@ BENCHES: dict[str, Bench] = {
         _measure_scale,
         notes.scale_notes,
         _plot_scale,
+    ),
+    "scale-fm": Bench(
+        "scale_fm",
+        "Paper-size backbones: per-message fixed cost and RSS, before/after sharing.",
+        _measure_scale_fm,
+        _notes_scale_fm,
+        _plot_scale_fm,
     ),
     "faults": Bench(
         "faults",

@@ -34,6 +34,11 @@ def simulate(
     gpus_per_site: float = typer.Option(
         0.0, help="Fractional: 0.25 = 4 sites per GPU."
     ),
+    ray_address: str | None = typer.Option(
+        None,
+        help="HOST:PORT of a running Ray cluster's head: sites are spread over "
+        "its nodes (each node needs fedmed and the data-dir path).",
+    ),
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
     apply_hermetic_env()
@@ -59,6 +64,7 @@ def simulate(
         synth=synth,
         cpus_per_site=cpus_per_site,
         gpus_per_site=gpus_per_site,
+        ray_address=ray_address,
     )
     print_report(RunDirectory(path), console)
     console.print(f"run directory: {path}  ({time.perf_counter() - started:.0f} s)")

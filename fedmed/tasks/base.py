@@ -44,6 +44,12 @@ Contract
     How the task combines updates, declared: ``"mean"`` (same-shaped
     updates, the example-weighted mean: secure aggregation and central DP
     apply) or ``"custom"`` (anything else: both are refused).
+``frozen_parts`` / ``model_key()``
+    Declared frozen part of the model: attribute paths of submodules no site
+    trains (``""`` is the whole model; its frozen tensors only). A process
+    serving many messages builds the model once per ``model_key()`` and
+    shares those tensors between the private models it hands out
+    (:mod:`fedmed.tasks.backbones`); nothing a site trains is shared.
 ``synthesize_data(out, num_sites, seed)``
     Write synthetic data in the task's real on-disk format, one folder per
     site (``out/site_<k>/``) plus ``out/heldout/``, so every pipeline runs on a
@@ -123,6 +129,11 @@ class Task(ABC):
     #: True when the task's own orchestration always sums site values under
     #: secure aggregation, whatever ``secure-aggregation`` says (VFL-CLIP).
     always_secure_aggregation: ClassVar[bool] = False
+    #: Attribute paths of the model's frozen submodules, shared by every site a
+    #: process serves (``""``: every frozen tensor of the model), and of
+    #: read-only helpers that are not modules (a tokenizer). Empty: the model
+    #: is rebuilt for every message.
+    frozen_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""
@@ -143,6 +154,14 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """Build the frozen backbone plus trainable parts (same on every site)."""
+
+    def model_key(self) -> tuple[str, str, int]:
+        """Everything ``build_model()`` depends on: equal keys, identical models.
+
+        A task whose model depends on more than its config section and seed
+        (files it reads, the device) adds that here.
+        """
+        return (self.name, repr(self.cfg), self.seed)
 
     @abstractmethod
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:

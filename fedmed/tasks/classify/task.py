@@ -44,6 +44,11 @@ class ClassifyTask(Task):
         self.partition_alpha = platform.partition_alpha
         self.num_classes = len(class_names(cfg.dataset))
 
+    @property
+    def frozen_parts(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The frozen ViT of a linear probe or LoRA; full fine-tuning shares nothing."""
+        return () if self.cfg.mode == "full" else ("",)
+
     def build_model(self) -> nn.Module:
         return build_classifier(self.cfg, self.num_classes, self.seed)
 

@@ -69,6 +69,11 @@ class FptTask(Task):
         self.norm = Normalisation(tuple(pretrained["mean"]), tuple(pretrained["std"]))
         self._frozen_kv: FrozenKV | None = None
 
+    @property
+    def frozen_parts(self) -> tuple[str, ...]:  # type: ignore[override]
+        """FPT's live frozen ViT (absent when K/V are preloaded); a baseline's ViT."""
+        return ("frozen",) if self.cfg.method == "fpt" else ("vit",)
+
     def build_model(self) -> nn.Module:
         if self.cfg.method == "fpt":
             return build_fpt_model(self.cfg, self.seed)

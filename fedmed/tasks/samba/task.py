@@ -73,6 +73,7 @@ class SambaTask(Task):
         "yolo_map50",
         "yolo_recall",
     )
+    frozen_parts = ("sam.image_encoder", "sam.prompt_encoder")
     config_class = SambaConfig
 
     default_data_dir = DEFAULT_DATA_DIR
@@ -84,6 +85,9 @@ class SambaTask(Task):
 
     def build_model(self) -> SambaModel:
         return build_samba_model(self.cfg, self.seed).to(self.device)
+
+    def model_key(self) -> tuple[str, str, int, str]:
+        return (*super().model_key(), str(self.device))
 
     def exchanged(self, model: nn.Module) -> dict[str, Tensor]:
         prefixes = exchanged_prefixes(self.cfg)

@@ -56,6 +56,8 @@ class SeLoRATask(Task):
     name = "selora"
     config_class = SeLoRAConfig
     aggregation = "custom"  # growing ranks, product-space SVD
+    #: Adapters inside the U-Net and text encoder stay private to each site.
+    frozen_parts = ("unet", "text_encoder", "vae", "tokenizer")
 
     default_data_dir = DEFAULT_DATA_DIR
 

@@ -75,6 +75,7 @@ class VflClipTask(Task):
     """CLIP + CoOp split between image providers and a knowledge provider."""
 
     name = "vfl-clip"
+    frozen_parts = ("", "tokenizer")  # text tower + tokenizer; the context trains
     config_class = VflClipConfig
     federation = "vertical"
     always_secure_aggregation = True  # every sum over image providers is masked
