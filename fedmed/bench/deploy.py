@@ -28,7 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedmed.bench.results import REPO_ROOT, update_benchmarks_md, write_result
+from fedmed.bench.results import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    update_benchmarks_md,
+    write_result,
+)
 from fedmed.commands import simulate_command
 from fedmed.deploy.certs import ensure_certificates
 from fedmed.deploy.local import LocalDeployment
@@ -357,13 +362,21 @@ def deploy_notes(rows: list[dict], detail: dict) -> str:
 
 
 def main(quick: bool = False, work_dir: Path = Path("runs/bench/deploy")) -> Path:
-    """Measure, write ``benchmarks/results/deploy.json`` and BENCHMARKS.md."""
+    """Measure and publish as ``fedmed bench deploy`` does: JSON, figure, tables."""
+    from fedmed.bench.plots import plot_deploy
     from fedmed.commands import apply_hermetic_env
 
     apply_hermetic_env()
     rows, detail = run_deploy(quick, work_dir.resolve())
+    png = plot_deploy(rows, detail, RESULTS_DIR / "deploy.png")
     command = "fedmed bench deploy" + (" --quick" if quick else "")
-    path = write_result("deploy", rows, command, notes=deploy_notes(rows, detail))
+    path = write_result(
+        "deploy",
+        rows,
+        command,
+        notes=deploy_notes(rows, detail),
+        plots=[str(png.relative_to(REPO_ROOT))],
+    )
     update_benchmarks_md()
     return path
 

@@ -63,6 +63,18 @@ def _measure_faults(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
     return run_faults(quick, work_dir)
 
 
+def _measure_deploy(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
+    from fedmed.bench.deploy import run_deploy
+
+    return run_deploy(quick, work_dir)
+
+
+def _notes_deploy(rows: Rows, detail: Detail) -> str:
+    from fedmed.bench.deploy import deploy_notes
+
+    return deploy_notes(rows, detail)
+
+
 def _plot_comm(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_comm
 
@@ -91,6 +103,12 @@ def _plot_faults(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_faults
 
     return plot_faults(rows, detail, path)
+
+
+def _plot_deploy(rows: Rows, detail: Detail, path: Path) -> Path:
+    from fedmed.bench.plots import plot_deploy
+
+    return plot_deploy(rows, detail, path)
 
 
 #: ``comm`` and ``secagg`` write ``comm_tasks.json`` / ``secagg_scaling.json``
@@ -131,5 +149,12 @@ BENCHES: dict[str, Bench] = {
         _measure_faults,
         notes.faults_notes,
         _plot_faults,
+    ),
+    "deploy": Bench(
+        "deploy",
+        "Deployed round vs simulated: fixed cost per site, payloads over links.",
+        _measure_deploy,
+        _notes_deploy,
+        _plot_deploy,
     ),
 }
