@@ -41,6 +41,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 from flwr.app import Error, Message
@@ -59,6 +60,7 @@ from flwr.supercore.interceptors import (
 )
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime import run_clientapp
 from flwr.supernode.runtime.run_clientapp import (
     pull_task_input,
     push_message,
@@ -71,6 +73,10 @@ log = logging.getLogger("clients.warm_worker")  # also when run as __main__
 
 #: Third-party libraries the fedmed app imports, loaded before the first task.
 PRELOAD = ("torch", "timm", "peft", "transformers", "sklearn.metrics")
+#: A claimed message's objects may still be arriving from the SuperLink; Flower
+#: retries an unavailable one after 1 s, doubling (a fresh process rarely asks
+#: that early). The runner asks again after 50 ms, up to 0.5 s apart.
+RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 TOKEN_ENV = "FEDMED_WARM_TOKEN"  # a claimed task handed over an exec
 FAB_ENV = "FEDMED_WARM_FAB"
 ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
@@ -193,8 +199,18 @@ def _replace_self(argv: Sequence[str], token: str, fab_hash: str) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "clients.warm_worker", *argv])
 
 
+def retry_objects_promptly() -> None:
+    """Pull a message's objects with short retries (this process only)."""
+    run_clientapp.pull_and_inflate_object_from_tree = partial(
+        run_clientapp.pull_and_inflate_object_from_tree,
+        initial_backoff=RETRY_FIRST_S,
+        backoff_cap=RETRY_CAP_S,
+    )
+
+
 def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """Claim and run this SuperNode's ClientApp tasks until the SuperNode goes."""
+    retry_objects_promptly()
     apps = WarmApps(Path(args.trusted_apps))
     if token := os.environ.pop(TOKEN_ENV, ""):
         apps.fab_hash = os.environ.pop(FAB_ENV, None)
