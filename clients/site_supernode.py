@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ours_log.propagate = False
     install_app_pin(ours.trusted_apps)
     install_short_polls(ours.poll_interval)
-    if "--isolation" not in rest:
+    if not any(a.split("=", 1)[0] == "--isolation" for a in rest):
         secret = runner_secret()
         rest += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
         supervise_warm_worker(
