@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +56,7 @@ log = logging.getLogger("clients.site_supernode")  # also when run as __main__
 PIN_ENTITY = "fedmed-site-pin"
 SUPPORTED_FLOWER = "1.42."
 POLL_S = 0.25
+RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 RESTART_S = 1.0
 
 
@@ -103,9 +105,17 @@ def install_app_pin(pin_file: Path) -> None:
 
 
 def install_short_polls(poll_s: float) -> None:
-    """Cap the SuperNode loop's sleeps (idle SuperLink polls, reply waits)."""
+    """Cap the SuperNode loop's sleeps (idle SuperLink polls, reply waits).
+
+    A message polled that promptly may arrive before the ServerApp has pushed
+    all its objects; Flower retries an unavailable object after 1 s, doubling,
+    so those retries start at 50 ms here (up to 0.5 s apart).
+    """
     from flwr.supernode import start_client_internal as node
 
+    node.pull_objects = partial(
+        node.pull_objects, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S
+    )
     node.time = SimpleNamespace(
         sleep=lambda seconds: time.sleep(min(seconds, poll_s)),
         time=time.time,

@@ -69,7 +69,7 @@ def test_supernode_waits_are_capped_at_the_poll_interval():
     # Prepare
     from flwr.supernode import start_client_internal as node
 
-    saved = node.time
+    saved = node.time, node.pull_objects
     try:
         # Execute
         install_short_polls(0.05)
@@ -79,8 +79,9 @@ def test_supernode_waits_are_capped_at_the_poll_interval():
         # Assert
         assert waited < 1.0
         assert node.time.time() > 0
+        assert node.pull_objects.keywords["initial_backoff"] == 0.05
     finally:
-        node.time = saved
+        node.time, node.pull_objects = saved
 
 
 def _read(path) -> str:

@@ -52,12 +52,17 @@ def test_a_timeout_returns_the_replies_that_came():
     assert grid.pulls >= 2
 
 
-def test_only_a_deployment_grid_is_changed():
+def test_only_a_deployment_grid_is_changed(monkeypatch):
     # Prepare
+    from flwr.superlink.grid import http_grid
+
+    monkeypatch.setattr(http_grid, "pull_objects", http_grid.pull_objects)
     other = ScriptedGrid([])
     deployed = HttpGrid("127.0.0.1:1", insecure=True, token="t")
     # Execute
-    prompt_replies(other), prompt_replies(deployed)
+    prompt_replies(other), prompt_replies(deployed), prompt_replies(deployed)
     # Assert
     assert "send_and_receive" not in vars(other)
     assert "send_and_receive" in vars(deployed)
+    assert http_grid.pull_objects.keywords["initial_backoff"] == 0.05
+    assert not isinstance(http_grid.pull_objects.func, type(http_grid.pull_objects))
