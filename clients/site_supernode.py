@@ -1,7 +1,7 @@
-"""``flower-supernode`` that runs only the apps its site pinned.
+"""``flower-supernode`` that runs only the apps its site pinned, warm.
 
 ``python -m clients.site_supernode --trusted-apps FILE <flower-supernode
-options>`` starts Flower's own SuperNode after hooking two functions of
+options>`` starts Flower's own SuperNode after hooking functions of
 ``flwr.supernode.start_client_internal`` (Flower 1.42):
 
 * the FAB a run arrives with is checked with ``fedmed.deploy.app_pin.check_app``
@@ -15,14 +15,33 @@ Flower reaches the same path only with ``--trusted-entities`` and Flower Hub
 signatures; here the site's pin takes the place of both (an accepted FAB is
 marked as verified by ``PIN_ENTITY``). Other Flower versions are refused at
 start, because the hooked functions are internal to Flower.
+
+Warm rounds: unless ``--isolation`` is given, the SuperNode runs with
+``--isolation process`` and this process supervises one
+:mod:`clients.warm_worker` that claims its messages (restarted whenever it
+exits), instead of Flower starting a fresh ClientApp process per message. The
+runner proves itself with a random secret made at every start (owner-only
+file in a private temporary folder, removed at exit). The SuperNode's waits
+(3 s between polls of the SuperLink when idle, 0.5 s for a reply) are cut to
+``--poll-interval`` (default 0.25 s) so a message does not sit idle.
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import logging
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from fedmed.deploy.app_pin import (
@@ -36,6 +55,9 @@ log = logging.getLogger("clients.site_supernode")  # also when run as __main__
 
 PIN_ENTITY = "fedmed-site-pin"
 SUPPORTED_FLOWER = "1.42."
+POLL_S = 0.25
+RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
+RESTART_S = 1.0
 
 
 def _pinned_get_fab(get_fab: Callable, pin_file: Path) -> Callable:
@@ -82,30 +104,121 @@ def install_app_pin(pin_file: Path) -> None:
     node._verify_fab = verify_pinned
 
 
-def split_arguments(argv: Sequence[str]) -> tuple[Path, list[str]]:
-    """``--trusted-apps FILE`` and the options left for ``flower-supernode``."""
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg == "--trusted-apps" and i + 1 < len(args):
-            return Path(args[i + 1]), args[:i] + args[i + 2 :]
-        if arg.startswith("--trusted-apps="):
-            return Path(arg.split("=", 1)[1]), args[:i] + args[i + 1 :]
-    raise SystemExit(
-        "site_supernode: --trusted-apps FILE is required (the site's list of "
-        "app hashes it runs; see 'fedmed site trust')"
+def install_short_polls(poll_s: float) -> None:
+    """Cap the SuperNode loop's sleeps (idle SuperLink polls, reply waits).
+
+    A message polled that promptly may arrive before the ServerApp has pushed
+    all its objects; Flower retries an unavailable object after 1 s, doubling,
+    so those retries start at 50 ms here (up to 0.5 s apart).
+    """
+    from flwr.supernode import start_client_internal as node
+
+    node.pull_objects = partial(
+        node.pull_objects, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S
+    )
+    node.time = SimpleNamespace(
+        sleep=lambda seconds: time.sleep(min(seconds, poll_s)),
+        time=time.time,
+        monotonic=time.monotonic,
+        perf_counter=time.perf_counter,
     )
 
 
+def split_arguments(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """fedmed's options and the options left for ``flower-supernode``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--trusted-apps", type=Path)
+    parser.add_argument("--poll-interval", type=float, default=POLL_S)
+    ours, rest = parser.parse_known_args(list(argv))
+    if ours.trusted_apps is None:
+        raise SystemExit(
+            "site_supernode: --trusted-apps FILE is required (the site's list of "
+            "app hashes it runs; see 'fedmed site trust')"
+        )
+    return ours, rest
+
+
+def runtime_address(flower_args: Sequence[str]) -> str:
+    """Where the SuperNode serves its Runtime API (its ``--host``/``--port``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", default="9094")
+    known, _ = parser.parse_known_args(list(flower_args))
+    host = f"[{known.host}]" if ":" in known.host else known.host
+    return f"{host}:{known.port}"
+
+
+def runner_secret() -> Path:
+    """A fresh random secret, owner-only, in a private folder removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="fedmed-warm-"))  # mode 0700
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "runner.secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(32))
+    return path
+
+
+def supervise_warm_worker(
+    command: Sequence[str], stop: threading.Event | None = None
+) -> threading.Thread:
+    """Keep one warm runner alive next to the SuperNode: restart it when it exits.
+
+    Runs until ``stop`` is set (never, for the SuperNode: the thread ends with
+    the process, and the runner follows its parent pid).
+    """
+    stop = stop or threading.Event()
+
+    def keep_alive() -> None:
+        while not stop.is_set():
+            proc = subprocess.Popen(command)
+            log.info("warm ClientApp runner started (pid %d)", proc.pid)
+            code = proc.wait()
+            if not stop.is_set():
+                log.warning("warm ClientApp runner exited with %s: restarting", code)
+                stop.wait(RESTART_S)
+
+    thread = threading.Thread(target=keep_alive, name="warm-worker", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_worker_command(
+    address: str, secret: Path, pin_file: Path, poll_s: float
+) -> list[str]:
+    """The runner's command line, watching this process as its parent."""
+    return [
+        sys.executable,
+        "-m",
+        "clients.warm_worker",
+        *("--runtime-api-address", address),
+        *("--secret-file", str(secret)),
+        *("--trusted-apps", str(pin_file)),
+        *("--parent-pid", str(os.getpid())),
+        *("--poll-interval", str(poll_s)),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start Flower's SuperNode with the site's app pin installed."""
-    pin_file, rest = split_arguments(sys.argv[1:] if argv is None else argv)
+    """Start Flower's SuperNode with the site's app pin and its warm runner."""
+    ours, rest = split_arguments(sys.argv[1:] if argv is None else argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    pin_log = logging.getLogger("fedmed")  # Flower configures its own loggers
-    pin_log.addHandler(handler)
-    pin_log.setLevel(logging.INFO)
-    pin_log.propagate = False
-    install_app_pin(pin_file)
+    for name in ("fedmed", "clients"):  # Flower configures its own loggers
+        ours_log = logging.getLogger(name)
+        ours_log.addHandler(handler)
+        ours_log.setLevel(logging.INFO)
+        ours_log.propagate = False
+    install_app_pin(ours.trusted_apps)
+    install_short_polls(ours.poll_interval)
+    if not any(a.split("=", 1)[0] == "--isolation" for a in rest):
+        secret = runner_secret()
+        rest += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
+        supervise_warm_worker(
+            warm_worker_command(
+                runtime_address(rest), secret, ours.trusted_apps, ours.poll_interval
+            )
+        )
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *rest]

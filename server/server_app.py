@@ -19,6 +19,7 @@ from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
 from server.heldout import score_checkpoints_heldout
+from server.prompt_grid import prompt_replies
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping, check_differential_privacy
 
@@ -114,6 +115,7 @@ def dp_summary(
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` of federated training for the configured task."""
+    grid = prompt_replies(grid)  # deployment: replies seen within 0.25 s, in order
     platform = parse_platform(context.run_config, list_tasks())
     task = get_task(context.run_config)
     # refuse before anything is written

@@ -187,3 +187,26 @@ def plot_faults(rows: list[dict], detail: dict[str, Any], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_title("fault scenarios: green = survived as specified, nothing lost")
     return _save(fig, path)
+
+
+def plot_deploy(rows: list[dict], detail: dict[str, Any], path: Path) -> Path:
+    """Per link and mode, one round split into wire time and fixed cost per site."""
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    labels = [
+        f"{r['uplink_mbit']} Mbit/s · {r['mode']}"
+        if r["uplink_mbit"]
+        else f"{r['link']} · {r['mode']}"
+        for r in rows
+    ]
+    wire = [r.get("wire_s", 0.0) for r in rows]
+    fixed = [max(r["fixed_cost_s_per_site"], 0.0) for r in rows]
+    ax.barh(labels, wire, color="tab:blue", label="wire time (bytes at link rate)")
+    ax.barh(labels, fixed, left=wire, color="tab:orange", label="fixed cost per site")
+    for i, r in enumerate(rows):
+        ax.text(wire[i] + fixed[i], i, f" {r['round_s']} s", va="center", fontsize=8)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("seconds per round (symlog)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("a deployed round: wire time vs fixed cost")
+    return _save(fig, path)

@@ -81,6 +81,18 @@ def _plot_scale_fm(rows: Rows, detail: Detail, path: Path) -> Path:
     return plot_scale_fm(rows, detail, path)
 
 
+def _measure_deploy(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
+    from fedmed.bench.deploy import run_deploy
+
+    return run_deploy(quick, work_dir)
+
+
+def _notes_deploy(rows: Rows, detail: Detail) -> str:
+    from fedmed.bench.deploy import deploy_notes
+
+    return deploy_notes(rows, detail)
+
+
 def _plot_comm(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_comm
 
@@ -109,6 +121,12 @@ def _plot_faults(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_faults
 
     return plot_faults(rows, detail, path)
+
+
+def _plot_deploy(rows: Rows, detail: Detail, path: Path) -> Path:
+    from fedmed.bench.plots import plot_deploy
+
+    return plot_deploy(rows, detail, path)
 
 
 #: ``comm`` and ``secagg`` write ``comm_tasks.json`` / ``secagg_scaling.json``
@@ -156,5 +174,12 @@ BENCHES: dict[str, Bench] = {
         _measure_faults,
         notes.faults_notes,
         _plot_faults,
+    ),
+    "deploy": Bench(
+        "deploy",
+        "Deployed round vs simulated: fixed cost per site, payloads over links.",
+        _measure_deploy,
+        _notes_deploy,
+        _plot_deploy,
     ),
 }

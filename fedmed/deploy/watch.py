@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmed.config import Scalar
+from fedmed.config import Scalar, parse_platform
 from fedmed.deploy.local import DeploymentError, LocalDeployment, write_run_config
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ def drive_run(
     on_row: ProgressFn | None = None,
 ) -> RunOutcome:
     """Submit the run, follow it, resubmit with resume after a failure."""
-    run_dir = Path(str(run_config["run-dir"]))
-    rounds = int(run_config["num-server-rounds"])
+    platform = parse_platform(run_config)
+    run_dir, rounds = Path(platform.run_dir), platform.num_server_rounds
     config = dict(run_config)
     follower = MetricsFollower(run_dir, on_row)
     deadline = time.monotonic() + timeout_s

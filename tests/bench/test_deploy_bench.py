@@ -62,7 +62,8 @@ def test_notes_state_the_fixed_cost_honestly():
     # Execute
     text = deploy_notes(rows, {"payload_params": {"lora": 300295}, "links_skipped": ""})
     # Assert
-    assert "26.0 s per round" in text and "lora 300,295 params" in text
+    assert "26.0 s per round, above the 2 s target" in text
+    assert "lora 300,295 params" in text
 
 
 @pytest.mark.slow
@@ -73,3 +74,30 @@ def test_loopback_payload_rounds_are_measured(tmp_path):
     # Assert
     assert len(rows) == 1 and rows[0]["mode"] == "lora"
     assert rows[0]["round_s"] > 0 and rows[0]["payload_mb"] == 1.0
+
+
+def test_fedmed_bench_deploy_is_a_command_with_its_figure(tmp_path):
+    # Prepare
+    from typer.testing import CliRunner
+
+    from fedmed.bench.plots import plot_deploy
+    from fedmed.bench.registry import BENCHES
+    from fedmed.cli.bench import bench_app
+
+    rows = [
+        {
+            "link": "loopback",
+            "uplink_mbit": 0,
+            "mode": "fedmed-classify-tiny",
+            "round_s": 2.5,
+            "fixed_cost_s_per_site": 1.2,
+        },
+        payload_row("htb", 10, "lora", 300_295, [9.0, 8.0]),
+    ]
+    # Execute
+    result = CliRunner().invoke(bench_app, ["deploy", "--help"])
+    png = plot_deploy(rows, {}, tmp_path / "deploy.png")
+    # Assert
+    assert result.exit_code == 0 and "fixed cost per site" in result.output
+    assert BENCHES["deploy"].contract == "deploy"
+    assert png.stat().st_size > 10_000

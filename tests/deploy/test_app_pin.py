@@ -130,8 +130,8 @@ def test_supernode_hook_replaces_flowers_verification(tmp_path):
 
 def test_supernode_needs_a_pin_file(tmp_path):
     # Execute / Assert
-    pin, rest = split_arguments(["--superlink", "h:1", "--trusted-apps", "p.txt"])
-    assert (pin, rest) == (Path("p.txt"), ["--superlink", "h:1"])
+    ours, rest = split_arguments(["--superlink", "h:1", "--trusted-apps", "p.txt"])
+    assert (ours.trusted_apps, rest) == (Path("p.txt"), ["--superlink", "h:1"])
     with pytest.raises(SystemExit, match="--trusted-apps FILE is required"):
         split_arguments(["--superlink", "h:1"])
     with pytest.raises(FileNotFoundError):

@@ -141,7 +141,7 @@ def test_three_sites_train_two_rounds_over_tls_with_node_auth(tmp_path):
 
 @pytest.mark.timeout(420)
 def test_stop_in_the_middle_of_a_round_leaves_no_process(tmp_path):
-    # Prepare: a run whose ServerApp and ClientApp processes are alive
+    # Prepare: a run whose ServerApp and warm ClientApp runner are alive
     data = synth_sites(tmp_path / "data", sites=1, samples=100)
     config = classify_config(tmp_path / "run", data, 3, **{"min-sites": 1})
     deployment = deployment_for(tmp_path, data, 1)
@@ -155,7 +155,7 @@ def test_stop_in_the_middle_of_a_round_leaves_no_process(tmp_path):
             for name in ("superlink", "superexec", "site-0"):
                 root = psutil.Process(deployment._procs[name].pid)
                 for proc in root.children(recursive=True):
-                    for helper in ("flwr-serverapp", "flwr-clientapp"):
+                    for helper in ("flwr-serverapp", "clients.warm_worker"):
                         if helper in " ".join(proc.cmdline()):
                             found.setdefault(helper, []).append(proc)
             return found
