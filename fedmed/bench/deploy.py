@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedmed.bench.notes import deploy_notes
 from fedmed.bench.results import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TINY_CONFIG = REPO_ROOT / "configs" / "classify_tiny.toml"
 UPLINKS_MBIT = (100, 50, 10)
-FIXED_COST_TARGET_S = 2.0
 FP32 = 4
 VIT_B16 = {"classify.model": "vit_base_patch16_224"}
 PAYLOAD_APP = {
@@ -338,38 +338,6 @@ def run_deploy(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
     if not skipped:
         rows += link_payloads(work_dir / "links", payloads, rounds, UPLINKS_MBIT)
     return rows, {"payload_params": payloads, "links_skipped": skipped}
-
-
-def deploy_notes(rows: list[dict], detail: dict) -> str:
-    """Prose under the table: definitions, and the figures that matter."""
-    app = next(r for r in rows if r["mode"] == "fedmed-classify-tiny")
-    params = detail["payload_params"]
-    sizes = ", ".join(f"{m} {n:,} params" for m, n in params.items())
-    fixed = app["fixed_cost_s_per_site"]
-    verdict = (
-        "within the 2 s target"
-        if fixed <= FIXED_COST_TARGET_S
-        else f"above the {FIXED_COST_TARGET_S:g} s target"
-    )
-    text = (
-        f"Paper-size payloads (fp32): {sizes}. Every round moves the payload down "
-        "to the site and an update of the same size back, through the Fleet gate "
-        "over TLS. `wire_s` is the time those bytes need at the link rate "
-        "(both directions shaped); `fixed_cost_s_per_site` is the rest of the round. "
-        f"The fedmed app row compares a deployed classify-tiny round "
-        f"({app['round_s']} s, {app['sites']} sites) with the warm simulated round "
-        f"({app['simulated_round_s']} s) of the same data: each site pays "
-        f"{fixed} s per round, {verdict}. Sites run a warm ClientApp runner "
-        "(one process per site, imports and app kept across messages, where "
-        "before every message started a fresh process importing torch and the "
-        "task libraries again); what remains is Flower's message "
-        "transport: a train and an evaluate message per round, each sent object by "
-        "object through the gate and the SuperLink (TLS, signed requests), on a "
-        "2-core machine shared with other work while measured."
-    )
-    if detail.get("links_skipped"):
-        text += f" Shaped links not measured: {detail['links_skipped']}."
-    return text
 
 
 def main(quick: bool = False, work_dir: Path = Path("runs/bench/deploy")) -> Path:

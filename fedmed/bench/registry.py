@@ -87,12 +87,6 @@ def _measure_deploy(quick: bool, work_dir: Path) -> tuple[Rows, Detail]:
     return run_deploy(quick, work_dir)
 
 
-def _notes_deploy(rows: Rows, detail: Detail) -> str:
-    from fedmed.bench.deploy import deploy_notes
-
-    return deploy_notes(rows, detail)
-
-
 def _plot_comm(rows: Rows, detail: Detail, path: Path) -> Path:
     from fedmed.bench.plots import plot_comm
 
@@ -179,7 +173,7 @@ BENCHES: dict[str, Bench] = {
         "deploy",
         "Deployed round vs simulated: fixed cost per site, payloads over links.",
         _measure_deploy,
-        _notes_deploy,
+        notes.deploy_notes,
         _plot_deploy,
     ),
 }

@@ -6,11 +6,11 @@ import pytest
 
 from fedmed.bench.deploy import (
     _round_walls,
-    deploy_notes,
     loopback_payloads,
     payload_row,
     write_payload_app,
 )
+from fedmed.bench.notes import deploy_notes
 from fedmed.deploy.app_pin import build_fab, fab_files
 
 
