@@ -119,7 +119,7 @@ def test_three_sites_train_two_rounds_over_tls_with_node_auth(tmp_path):
     assert summary["rounds_completed"] == 2
     train = [r for r in records(run) if r["phase"] == "train"]
     assert [r["round"] for r in train] == [1, 2]
-    assert all(sorted(r["sites"]) == ["0", "1", "2"] for r in train)
+    assert all(sorted(r["sites"]) == ["site-0", "site-1", "site-2"] for r in train)
     layout = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
     assert {
         "config.json",

@@ -124,5 +124,5 @@ def test_site_killed_mid_run_does_not_stop_the_run_when_min_sites_holds(tmp_path
     assert summary["rounds_completed"] == 2
     train = {r["round"]: r for r in records(run) if r["phase"] == "train"}
     assert sorted(train) == [1, 2]
-    assert "2" not in train[2]["sites"] and len(train[2]["sites"]) == 2
+    assert "site-2" not in train[2]["sites"] and len(train[2]["sites"]) == 2
     assert (run / "checkpoints" / "round_2.safetensors").is_file()

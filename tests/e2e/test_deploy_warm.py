@@ -106,7 +106,7 @@ def test_a_raising_message_and_a_killed_runner_do_not_stop_the_run(tmp_path):
     assert outcome.rounds_completed == 2
     phases = records(run)
     train = {r["round"]: sorted(r["sites"]) for r in phases if r["phase"] == "train"}
-    assert train == {1: ["0"], 2: ["0", "1"]}
+    assert train == {1: ["site-0"], 2: ["site-0", "site-1"]}
     assert after["site-1"] == [survivor]  # the crash was the message's, not its
     assert len(after["site-0"]) == 1 and after["site-0"] != [killed]
     site0 = (deployment.workdir / "logs" / "site-0.log").read_text()
