@@ -28,6 +28,51 @@ def _phase(records: list[dict], phase: str) -> list[dict]:
     return [r for r in records if r.get("phase") == phase]
 
 
+FEDERATED_PHASES = ("train", "evaluate")
+
+
+class RunFailed(RuntimeError):
+    """A run that completed fewer rounds than asked or where every site failed."""
+
+
+def run_shortfall(records: list[dict], rounds_asked: int) -> str | None:
+    """Why a run did not do what it was asked, in one line; ``None`` if it did.
+
+    A run falls short when fewer training rounds completed than asked, or when
+    every site failed one of its federated phases (no site accepted, some
+    rejected): metrics from such a run describe the untrained model.
+    """
+    done = len(
+        {r["round"] for r in _phase(records, "train") if r.get("status", "ok") == "ok"}
+    )
+    wiped = [
+        r
+        for r in records
+        if r.get("phase") in FEDERATED_PHASES
+        and r.get("rejected")
+        and not r.get("sites")
+    ]
+    if done >= rounds_asked and not wiped:
+        return None
+    line = f"{done} of {rounds_asked} rounds completed"
+    if wiped:
+        first = wiped[0]
+        reason = first["rejected"][0].get("reason", "")
+        line += (
+            f"; every site failed the {first['phase']} phase of round "
+            f"{first['round']} ({len(wiped)} phases in all), e.g. site "
+            f"{first['rejected'][0].get('site')}: {reason}"
+        )
+    return line
+
+
+def check_run_outcome(run: RunDirectory, rounds_asked: int) -> None:
+    """Raise :class:`RunFailed` when the run fell short (see :func:`run_shortfall`)."""
+    shortfall = run_shortfall(run.read_metrics(), rounds_asked)
+    if shortfall is not None:
+        raise RunFailed(f"run {run.path} failed: {shortfall}")
+
+
 def summarize(
     run: RunDirectory,
     *,
@@ -58,8 +103,18 @@ def summarize(
         "rejected_updates": sum(len(r.get("rejected", [])) for r in train),
         "wall_s": sum(r.get("wall_s", 0.0) for r in records),
     }
+    summary["synthetic_data"] = run_is_synthetic(run)
     summary.update(dict(extra))
     return summary
+
+
+def run_is_synthetic(run: RunDirectory) -> bool:
+    """Whether the run trained on generated data (its ``synthetic-data`` key)."""
+    config_file = run.path / "config.json"
+    if not config_file.exists():
+        return False
+    value = json.loads(config_file.read_text()).get("synthetic-data", False)
+    return value is True or str(value).lower() == "true"
 
 
 def plot_run(run: RunDirectory, task_plots: bool = True) -> list[Path]:
@@ -149,6 +204,11 @@ def _plot_bytes(run: RunDirectory, records: list[dict]) -> Path | None:
 def print_report(run: RunDirectory, console: Console | None = None) -> None:
     """Rich tables: per-round metrics, then the summary and comparison."""
     console = console or Console()
+    if run_is_synthetic(run):
+        console.print(
+            "[bold yellow]SYNTHETIC DATA:[/] this run trained and was scored on "
+            "generated data; its metrics say nothing about real patients"
+        )
     table = Table(title=f"run {run.path}")
     for col in ("round", "phase", "metrics", "MB up", "MB down", "wall s"):
         table.add_column(col)

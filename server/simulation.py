@@ -100,31 +100,49 @@ def run_experiment(
     num_sites: int,
     *,
     compare: bool = True,
-    synth: bool = True,
+    synth: bool = False,
     cpus_per_site: float = 1.0,
     gpus_per_site: float = 0.0,
 ) -> Path:
-    """Synthesise data if missing, simulate, add local/pooled baselines, report."""
+    """Simulate, check the run did what it was asked, add the baselines.
+
+    ``synth`` writes synthetic data into ``data-dir`` first (the caller has
+    checked the folder is missing and the user asked for it). A run that
+    completed fewer rounds than asked, or where every site failed a phase,
+    raises :class:`fedmed.report.RunFailed` and gets no baselines.
+    """
     from fedmed.baselines import run_baselines
     from fedmed.config import parse_platform
-    from fedmed.report import plot_run
+    from fedmed.data.sites import writing_synthetic
+    from fedmed.report import RunFailed, check_run_outcome, plot_run
     from fedmed.runs import RunDirectory
     from fedmed.tasks import get_task, list_tasks
 
     platform = parse_platform(run_config, list_tasks())
     task = get_task(run_config)
-    if synth and not Path(platform.data_dir).exists():
-        log.info(
-            "writing synthetic %s data for %d sites to %s",
+    if synth:
+        log.warning(
+            "writing SYNTHETIC %s data for %d sites to %s (asked by --synth)",
             task.name,
             num_sites,
             platform.data_dir,
         )
-        task.synthesize_data(Path(platform.data_dir), num_sites, platform.seed)
-    simulate(
-        run_config, num_sites, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site
-    )
+        with writing_synthetic(platform.data_dir, task.name) as out:
+            task.synthesize_data(out, num_sites, platform.seed)
     run = RunDirectory(platform.run_dir)
+    try:
+        simulate(
+            run_config,
+            num_sites,
+            cpus_per_site=cpus_per_site,
+            gpus_per_site=gpus_per_site,
+        )
+    except RunFailed:
+        raise
+    except RuntimeError as err:
+        check_run_outcome(run, platform.num_server_rounds)  # names the shortfall
+        raise RunFailed(f"run {run.path} failed: {err}") from err
+    check_run_outcome(run, platform.num_server_rounds)
     summary = run.read_summary()
     if compare and platform.mode == "federated":
         comparison = {

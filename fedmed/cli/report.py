@@ -14,6 +14,8 @@ def report(run: Path = typer.Argument(..., help="Run directory.")) -> None:
     from fedmed.report import plot_run, print_report
     from fedmed.runs import RunDirectory
 
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist")
     directory = RunDirectory(run)
     plots = plot_run(directory)
     print_report(directory, console)

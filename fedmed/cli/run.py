@@ -14,12 +14,16 @@ from fedmed.commands import apply_hermetic_env
 def simulate(
     task: str = TASK,
     sites: int = typer.Option(3, min=1),
-    rounds: int = typer.Option(3, min=1),
-    out: Path = typer.Option(Path("runs/sim"), help="Run directory."),
+    rounds: int | None = typer.Option(
+        None, min=1, help="Server rounds (default: the run config's, else 3)."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Run directory (default: the run config's run-dir, else runs/sim)."
+    ),
     set_: list[str] = SET,
     run_config: list[Path] = RUN_CONFIG,
     data_dir: Path | None = typer.Option(
-        None, help="Site data folder (default data/<task>)."
+        None, help="Site data folder (default data/<task>); must exist."
     ),
     resume: bool = typer.Option(
         False, help="Continue a killed run from its checkpoint."
@@ -28,7 +32,10 @@ def simulate(
         True, help="Also train local-only and pooled baselines."
     ),
     synth: bool = typer.Option(
-        True, help="Write synthetic data if the data folder is missing."
+        False,
+        "--synth",
+        help="Write SYNTHETIC data into the data folder when it is missing "
+        "(the run is marked synthetic).",
     ),
     cpus_per_site: float = typer.Option(1.0),
     gpus_per_site: float = typer.Option(
@@ -37,10 +44,8 @@ def simulate(
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
     apply_hermetic_env()
+    from fedmed.cli.preflight import preflight
     from fedmed.config.run_config import resolve_run_config
-    from fedmed.report import print_report
-    from fedmed.runs import RunDirectory
-    from server.simulation import run_experiment
 
     config = resolve_run_config(
         task,
@@ -51,12 +56,17 @@ def simulate(
         overrides=parse_set(set_),
         resume=resume,
     )
+    config, write_synth = preflight(config, synth=synth, gpus_per_site=gpus_per_site)
+    from fedmed.report import print_report
+    from fedmed.runs import RunDirectory
+    from server.simulation import run_experiment
+
     started = time.perf_counter()
     path = run_experiment(
         config,
         sites,
         compare=compare and not resume,
-        synth=synth,
+        synth=write_synth,
         cpus_per_site=cpus_per_site,
         gpus_per_site=gpus_per_site,
     )
