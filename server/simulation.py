@@ -57,6 +57,7 @@ def simulate(
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.app import Context, RecordDict
     from flwr.common import EventType
     from flwr.simulation.run_simulation import _run_simulation
@@ -150,7 +151,13 @@ def run_experiment(
             or summary.get("final_site_evaluation", {})
         }
         comparison.update(
-            run_baselines(task, num_sites, platform.num_server_rounds, run)
+            run_baselines(
+                task,
+                num_sites,
+                platform.num_server_rounds,
+                run,
+                threads=max(1, int(cpus_per_site)),
+            )
         )
         summary["comparison"] = comparison
         run.write_summary(summary)
