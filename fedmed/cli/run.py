@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import typer
 
 from fedmed.cli.options import RUN_CONFIG, SET, TASK, console, parse_set
 from fedmed.commands import apply_hermetic_env
+
+log = logging.getLogger(__name__)
 
 
 def simulate(
@@ -41,6 +44,11 @@ def simulate(
     gpus_per_site: float = typer.Option(
         0.0, help="Fractional: 0.25 = 4 sites per GPU."
     ),
+    tracking_uri: str | None = typer.Option(
+        None,
+        help="MLflow tracking URI (default: sqlite mlflow.db next to the run "
+        "folder; 'off' to skip).",
+    ),
 ) -> None:
     """Simulate N hospitals on this machine (Flower simulation runtime, Ray)."""
     apply_hermetic_env()
@@ -56,22 +64,43 @@ def simulate(
         overrides=parse_set(set_),
         resume=resume,
     )
+    if tracking_uri is not None:
+        config["tracking-uri"] = tracking_uri
     config, write_synth = preflight(config, synth=synth, gpus_per_site=gpus_per_site)
-    from fedmed.report import print_report
+    from fedmed.report import RunFailed, print_report
     from fedmed.runs import RunDirectory
     from server.simulation import run_experiment
 
     started = time.perf_counter()
-    path = run_experiment(
-        config,
-        sites,
-        compare=compare and not resume,
-        synth=write_synth,
-        cpus_per_site=cpus_per_site,
-        gpus_per_site=gpus_per_site,
-    )
+    run = RunDirectory(str(config["run-dir"]))
+    uri = str(config.get("tracking-uri", ""))
+    try:
+        path = run_experiment(
+            config,
+            sites,
+            compare=compare and not resume,
+            synth=write_synth,
+            cpus_per_site=cpus_per_site,
+            gpus_per_site=gpus_per_site,
+        )
+    except RunFailed:
+        track(run, uri, failed=True)
+        raise
+    track(run, uri, failed=False)
     print_report(RunDirectory(path), console)
     console.print(f"run directory: {path}  ({time.perf_counter() - started:.0f} s)")
+
+
+def track(run, uri: str, *, failed: bool) -> None:
+    """Log the run to MLflow; a tracking failure is reported, never the run's."""
+    from fedmed.tracking import log_run
+
+    if not run.metrics_file.exists():
+        return
+    try:
+        log_run(run, uri, failed=failed)
+    except Exception as err:  # noqa: BLE001 - the run's results are safe on disk
+        log.warning("the run was not logged to MLflow (%s): %s", uri or "default", err)
 
 
 def demo(
@@ -99,4 +128,5 @@ def demo(
         synth=True,
         cpus_per_site=1.0,
         gpus_per_site=0.0,
+        tracking_uri=None,
     )
