@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 FAMILIES = (
     ("hd95", "HD95"),
@@ -47,6 +48,8 @@ STYLE = {
     "local": {"color": "tab:orange", "marker": "^"},
     "pooled": {"color": "tab:green", "marker": "D"},
 }
+DASHES = ("-", "--", ":", "-.")
+"""Metrics of one family drawn by one setting differ by line style."""
 SKIPPED = {"num-examples", "site-id", "bytes_up", "bytes_down", "steps", "wall_s"}
 BASELINE_PHASES = ("local", "pooled")
 
@@ -128,8 +131,18 @@ def metrics_figure(records: list[dict], *, synthetic: bool = False) -> Figure | 
             if metric_family(key) != family:
                 continue
             label = SETTINGS[phase] + (f": {key}" if len(names) > 1 else "")
-            ax.plot(xs, ys, linewidth=2, markersize=4, label=label, **STYLE[phase])
+            dash = DASHES[names.index(key) % len(DASHES)]
+            ax.plot(
+                xs,
+                ys,
+                linestyle=dash,
+                linewidth=2,
+                markersize=4,
+                label=label,
+                **STYLE[phase],
+            )
         ax.set(title=family, xlabel="round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         _legend_below(ax)
     for ax in axes[len(families) :]:
@@ -193,6 +206,8 @@ def communication_figure(records: list[dict]) -> Figure | None:
         bars.bar(rounds, values, bottom=bottom, hatch=hatch, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     bars.set(xlabel="round", ylabel="MB per round", title="Traffic per round")
+    bars.xaxis.set_major_locator(MaxNLocator(integer=True))
+    total.xaxis.set_major_locator(MaxNLocator(integer=True))
     bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     cumulative, running = [], 0.0
     for height in bottom:
@@ -200,6 +215,7 @@ def communication_figure(records: list[dict]) -> Figure | None:
         cumulative.append(running)
     total.plot(rounds, cumulative, marker="o")
     total.set(xlabel="round", ylabel="cumulative MB (up + down)", title="Total")
+    total.set_ylim(bottom=0)
     for ax in (bars, total):
         ax.grid(alpha=0.3)
     fig.tight_layout()
