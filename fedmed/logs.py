@@ -9,6 +9,7 @@ and ``flwr`` keeps its handler but stops propagating to the root.
 from __future__ import annotations
 
 import logging
+import os
 
 OWN_PACKAGES = ("fedmed", "server", "clients", "strategies")
 QUIET = (
@@ -43,5 +44,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # mlflow installs its own handler at import, at this level (INFO otherwise)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     flower = logging.getLogger("flwr")
     flower.propagate = False  # it prints through its own handler
