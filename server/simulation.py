@@ -115,7 +115,7 @@ def run_experiment(
     from fedmed.baselines import run_baselines
     from fedmed.config import parse_platform
     from fedmed.data.sites import writing_synthetic
-    from fedmed.report import RunFailed, check_run_outcome, plot_run
+    from fedmed.report import RunFailed, check_run_outcome, plot_run, run_shortfall
     from fedmed.runs import RunDirectory
     from fedmed.tasks import get_task, list_tasks
 
@@ -141,8 +141,11 @@ def run_experiment(
     except RunFailed:
         raise
     except RuntimeError as err:
-        check_run_outcome(run, platform.num_server_rounds)  # names the shortfall
-        raise RunFailed(f"run {run.path} failed: {err}") from err
+        records = run.read_metrics()
+        shortfall = run_shortfall(records, platform.num_server_rounds)
+        raise RunFailed(
+            f"run {run.path} failed: {shortfall or 'stopped'}; {err}"
+        ) from err
     check_run_outcome(run, platform.num_server_rounds)
     summary = run.read_summary()
     if compare and platform.mode == "federated":
