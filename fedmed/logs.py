@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 OWN_PACKAGES = ("fedmed", "server", "clients", "strategies")
 QUIET = (
@@ -31,11 +32,23 @@ QUIET = (
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (redirected, captured...)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Configure the process's logging once (idempotent)."""
     root = logging.getLogger()
     if not any(getattr(h, "_fedmed", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT))
         handler._fedmed = True  # type: ignore[attr-defined]
         root.addHandler(handler)
