@@ -164,7 +164,7 @@ def _legend_below(ax) -> None:
         labels,
         fontsize=7,
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.16),
+        bbox_to_anchor=(0.5, -0.2),
         ncol=2,
         frameon=False,
     )

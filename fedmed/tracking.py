@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,12 @@ def log_run(run: RunDirectory, configured_uri: str = "", *, failed: bool = False
     uri = store_uri(run.path, configured_uri)
     if uri is None:
         return None
+    with warnings.catch_warnings():  # SQLAlchemy deprecations inside mlflow's store
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _log_run(run, uri, failed)
+
+
+def _log_run(run: RunDirectory, uri: str, failed: bool) -> str:
     from mlflow.entities import Metric, Param, RunStatus
     from mlflow.tracking import MlflowClient
 
