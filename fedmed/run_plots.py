@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 FAMILIES = (
@@ -113,64 +114,97 @@ def _grid(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
+MAX_METRICS_PER_PANEL = 3
+"""A family with more metrics (SAMBA's Dice per region) gets a panel per metric."""
+
+
+def _panels(bold: Series, per_site: dict[str, Series]) -> list[tuple[str, list[str]]]:
+    """``(title, metric names)`` of each panel, family by family."""
+    families: dict[str, set[str]] = defaultdict(set)
+    for _, key in bold:
+        families[metric_family(key)].add(key)
+    for family, series in per_site.items():
+        families[family].update(key for _, key in series)
+    panels = []
+    for family in sorted(families):
+        names = sorted(families[family])
+        if len(names) <= MAX_METRICS_PER_PANEL:
+            panels.append((family, names))
+        else:
+            panels.extend((f"{family}: {name}", [name]) for name in names)
+    return panels
+
+
 def metrics_figure(records: list[dict], *, synthetic: bool = False) -> Figure | None:
     """One panel per metric family; ``None`` when no row holds a metric."""
     bold, per_site = _collect(records)
-    families = sorted({metric_family(k) for _, k in bold} | set(per_site))
-    if not families:
+    panels = _panels(bold, per_site)
+    if not panels:
         return None
-    rows, cols = _grid(len(families))
-    fig = Figure(figsize=(4.6 * cols, 3.9 * rows))
+    rows, cols = _grid(len(panels))
+    fig = Figure(figsize=(4.6 * cols, 3.3 * rows + 1.2))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, family in zip(axes, families, strict=False):
-        names = sorted({k for _, k in bold if metric_family(k) == family})
-        for (site, key), (xs, ys) in sorted(per_site.get(family, {}).items()):
-            label = f"site {site}" + (f": {key}" if len(names) > 1 else "")
-            ax.plot(xs, ys, color="0.55", alpha=0.35, linewidth=0.8, label=label)
-        for (phase, key), (xs, ys) in sorted(bold.items()):
-            if metric_family(key) != family:
-                continue
-            label = SETTINGS[phase] + (f": {key}" if len(names) > 1 else "")
-            dash = DASHES[names.index(key) % len(DASHES)]
-            ax.plot(
-                xs,
-                ys,
-                linestyle=dash,
-                linewidth=2,
-                markersize=4,
-                label=label,
-                **STYLE[phase],
-            )
-        ax.set(title=family, xlabel="round")
+    for ax, (title, names) in zip(axes, panels, strict=False):
+        _draw_panel(ax, names, bold, per_site[metric_family(names[0])])
+        ax.set(title=title, xlabel="round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        _legend_below(ax)
-    for ax in axes[len(families) :]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    _headline(fig, records, synthetic)
-    fig.tight_layout()
+    headline = _headline(fig, records, synthetic)
+    fig.tight_layout(rect=(0, 0, 1, 0.96 if headline else 1))
+    _figure_legend(fig, axes[: len(panels)])
     return fig
 
 
-def _legend_below(ax) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    faint = [i for i, label in enumerate(labels) if label.startswith("site ")]
-    if len(faint) > 1:  # one legend entry stands for every site's faint line
-        keep = [i for i in range(len(labels)) if i not in faint[1:]]
-        handles = [handles[i] for i in keep]
-        labels = [labels[i] if i != faint[0] else "each site" for i in keep]
-    ax.legend(
-        handles,
-        labels,
-        fontsize=7,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.2),
-        ncol=2,
+def _draw_panel(ax, names: list[str], bold: Series, sites: Series) -> None:
+    """Sites faint, then each setting bold; metrics of the panel by line style."""
+    for (site, key), (xs, ys) in sorted(sites.items()):
+        if key in names:
+            ax.plot(
+                xs, ys, color="0.55", alpha=0.35, linewidth=0.8, label=f"site {site}"
+            )
+    for (phase, key), (xs, ys) in sorted(bold.items()):
+        if key not in names:
+            continue
+        ax.plot(
+            xs,
+            ys,
+            linestyle=DASHES[names.index(key) % len(DASHES)],
+            linewidth=2,
+            markersize=4,
+            label=SETTINGS[phase],
+            **STYLE[phase],
+        )
+    if len(names) > 1:  # which line style is which metric, inside the panel
+        styles = [
+            Line2D([], [], color="black", linestyle=DASHES[i % len(DASHES)], label=n)
+            for i, n in enumerate(names)
+        ]
+        ax.legend(handles=styles, fontsize=7, loc="best", framealpha=0.7)
+
+
+def _figure_legend(fig: Figure, axes) -> None:
+    """One legend under the panels: each setting once, every site as one entry."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            label = "each site" if label.startswith("site ") else label
+            entries.setdefault(label, handle)
+    columns = min(5, len(entries))
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="lower center",
+        ncol=columns,
+        fontsize=8,
         frameon=False,
     )
+    lines = math.ceil(len(entries) / columns)
+    fig.subplots_adjust(bottom=(0.55 + 0.22 * lines) / fig.get_figheight())
 
 
-def _headline(fig: Figure, records: list[dict], synthetic: bool) -> None:
+def _headline(fig: Figure, records: list[dict], synthetic: bool) -> bool:
     trained = rounds_trained(records)
     notes = []
     if trained == 0:
@@ -180,6 +214,7 @@ def _headline(fig: Figure, records: list[dict], synthetic: bool) -> None:
     if notes:
         color = "red" if trained == 0 else "darkorange"
         fig.suptitle("  |  ".join(notes), color=color, fontweight="bold")
+    return bool(notes)
 
 
 def communication_figure(records: list[dict]) -> Figure | None:
