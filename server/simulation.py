@@ -115,6 +115,7 @@ def run_experiment(
     from fedmed.baselines import run_baselines
     from fedmed.config import parse_platform
     from fedmed.data.sites import writing_synthetic
+    from fedmed.progress import RoundWatcher
     from fedmed.report import RunFailed, check_run_outcome, plot_run, run_shortfall
     from fedmed.runs import RunDirectory
     from fedmed.tasks import get_task, list_tasks
@@ -132,12 +133,13 @@ def run_experiment(
             task.synthesize_data(out, num_sites, platform.seed)
     run = RunDirectory(platform.run_dir)
     try:
-        simulate(
-            run_config,
-            num_sites,
-            cpus_per_site=cpus_per_site,
-            gpus_per_site=gpus_per_site,
-        )
+        with RoundWatcher(run.metrics_file, platform.num_server_rounds):
+            simulate(
+                run_config,
+                num_sites,
+                cpus_per_site=cpus_per_site,
+                gpus_per_site=gpus_per_site,
+            )
     except RunFailed:
         raise
     except RuntimeError as err:

@@ -62,8 +62,6 @@ def main(argv: list[str] | None = None) -> None:
     _debug["on"] = os.environ.get(DEBUG_ENV) == "1"
     try:
         app(args=argv)
-    except SystemExit:
-        raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
