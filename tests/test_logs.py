@@ -7,8 +7,13 @@ from fedmed.logs import setup_logging
 
 def test_each_line_once_and_chatter_at_warning(capfd):
     # Prepare: Flower's logger carries its own handler
+    import sys
+
     from flwr.supercore import log as flower_log  # noqa: F401
 
+    for handler in logging.getLogger("flwr").handlers:  # bound at import time
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
     setup_logging()
     setup_logging()  # idempotent: a second call adds no handler
     # Execute
