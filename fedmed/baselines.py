@@ -11,12 +11,14 @@ held-out set (or the pooled site test sets when there is none).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from rich.progress import Progress
+import torch
 from torch import nn
 
+from fedmed.progress import Steps, progress_steps
 from fedmed.runs import RunDirectory
 from fedmed.tasks.base import SiteData, Task
 
@@ -32,25 +34,45 @@ def _scorer(
 
 
 def _train_rounds(
-    task: Task, data: SiteData, rounds: int, score, progress: Progress, label: str
+    task: Task, data: SiteData, rounds: int, score, steps: Steps, label: str
 ) -> list[dict[str, float]]:
     model = task.build_model()
     history = []
-    job = progress.add_task(label, total=rounds)
+    job = steps.add(label, rounds)
     for server_round in range(1, rounds + 1):
         task.fit(model, data, {"server-round": server_round})
         history.append(score(model))
-        progress.advance(job)
+        steps.advance(job, server_round)
     return history
 
 
+@contextmanager
+def thread_budget(threads: int) -> Iterator[None]:
+    """Run torch with ``threads`` intra-op threads, then restore the count.
+
+    A simulated site (a Ray actor) gets its CPU share as its thread count;
+    a baseline trained with torch's default (every core) competes with
+    itself on a loaded machine and is not the same compute budget.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_baselines(
-    task: Task, num_sites: int, rounds: int, run: RunDirectory
+    task: Task, num_sites: int, rounds: int, run: RunDirectory, *, threads: int = 1
 ) -> dict[str, dict]:
-    """Train local-only and pooled models; log per-round records; return finals."""
+    """Train local-only and pooled models; log per-round records; return finals.
+
+    ``threads`` is one site's CPU share (``--cpus-per-site``), the budget
+    every baseline model trains with.
+    """
     sites = task.baseline_sites(num_sites)
     score = _scorer(task, sites)
-    with Progress(transient=True) as progress:
+    with thread_budget(threads), progress_steps() as progress:
         started = time.perf_counter()
         local = [
             _train_rounds(

@@ -39,19 +39,22 @@ def simulate_command(
     sets: Iterable[str] = (),
     compare: bool = False,
     extra: Iterable[str] = (),
+    synth: bool = True,
 ) -> list[str]:
     """``fedmed simulate`` with this interpreter, as an argument list.
 
     Args:
         task: Registered task name.
         out: Run directory to write.
-        data_dir: Data folder (synthesised by the command when missing).
+        data_dir: Data folder (synthesised by the command when missing and
+            ``synth``; the run is then marked synthetic).
         sites: Simulated hospitals.
         rounds: Server rounds.
         run_config: Optional run-config TOML (e.g. ``configs/<task>_tiny.toml``).
         sets: ``key=value`` run-config overrides.
         compare: Also train the local-only and pooled baselines.
         extra: Further options passed through unchanged (e.g. ``--resume``).
+        synth: Pass ``--synth`` (benchmarks and tests run on generated data).
     """
     command = [sys.executable, "-m", "fedmed", "simulate", "--task", task]
     command += ["--sites", str(sites), "--rounds", str(rounds)]
@@ -62,4 +65,6 @@ def simulate_command(
         command += ["--set", item]
     if not compare:
         command.append("--no-compare")
+    if synth:
+        command.append("--synth")
     return [*command, *extra]

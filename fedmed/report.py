@@ -12,20 +12,62 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from fedmed.runs import RunDirectory  # noqa: E402
+from fedmed.run_plots import communication_figure, metrics_figure, rounds_trained
+from fedmed.runs import RunDirectory
 
 logger = logging.getLogger(__name__)
 
 
 def _phase(records: list[dict], phase: str) -> list[dict]:
     return [r for r in records if r.get("phase") == phase]
+
+
+FEDERATED_PHASES = ("train", "evaluate")
+
+
+class RunFailed(RuntimeError):
+    """A run that completed fewer rounds than asked or where every site failed."""
+
+
+def run_shortfall(records: list[dict], rounds_asked: int) -> str | None:
+    """Why a run did not do what it was asked, in one line; ``None`` if it did.
+
+    A run falls short when fewer training rounds completed than asked, or when
+    every site failed one of its federated phases (no site accepted, some
+    rejected): metrics from such a run describe the untrained model.
+    """
+    done = len(
+        {r["round"] for r in _phase(records, "train") if r.get("status", "ok") == "ok"}
+    )
+    wiped = [
+        r
+        for r in records
+        if r.get("phase") in FEDERATED_PHASES
+        and r.get("rejected")
+        and not r.get("sites")
+    ]
+    if done >= rounds_asked and not wiped:
+        return None
+    line = f"{done} of {rounds_asked} rounds completed"
+    if wiped:
+        first = wiped[0]
+        reason = first["rejected"][0].get("reason", "")
+        line += (
+            f"; every site failed the {first['phase']} phase of round "
+            f"{first['round']} ({len(wiped)} phases in all), e.g. site "
+            f"{first['rejected'][0].get('site')}: {reason}"
+        )
+    return line
+
+
+def check_run_outcome(run: RunDirectory, rounds_asked: int) -> None:
+    """Raise :class:`RunFailed` when the run fell short (see :func:`run_shortfall`)."""
+    shortfall = run_shortfall(run.read_metrics(), rounds_asked)
+    if shortfall is not None:
+        raise RunFailed(f"run {run.path} failed: {shortfall}")
 
 
 def summarize(
@@ -58,8 +100,18 @@ def summarize(
         "rejected_updates": sum(len(r.get("rejected", [])) for r in train),
         "wall_s": sum(r.get("wall_s", 0.0) for r in records),
     }
+    summary["synthetic_data"] = run_is_synthetic(run)
     summary.update(dict(extra))
     return summary
+
+
+def run_is_synthetic(run: RunDirectory) -> bool:
+    """Whether the run trained on generated data (its ``synthetic-data`` key)."""
+    config_file = run.path / "config.json"
+    if not config_file.exists():
+        return False
+    value = json.loads(config_file.read_text()).get("synthetic-data", False)
+    return value is True or str(value).lower() == "true"
 
 
 def plot_run(run: RunDirectory, task_plots: bool = True) -> list[Path]:
@@ -94,71 +146,72 @@ def _plot_task(run: RunDirectory) -> list[Path]:
         return []
 
 
-def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for r in records:
-        if r.get("phase") not in ("heldout", "evaluate", "local", "pooled"):
-            continue
-        for key, value in r.get("aggregated", {}).items():
-            if key in ("num-examples", "loss") or value is None:
-                continue
-            xs, ys = series.setdefault(f"{r['phase']}:{key}", ([], []))
-            xs.append(r["round"])
-            ys.append(value)
-    if not series:
+def _save(fig, path: Path) -> Path | None:
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (xs, ys) in sorted(series.items()):
-        ax.plot(xs, ys, marker="o", label=label)
-    ax.set(xlabel="round", ylabel="metric", title="Metrics per round")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    path = run.plots / "metrics.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def _plot_metrics(run: RunDirectory, records: list[dict]) -> Path | None:
+    figure = metrics_figure(records, synthetic=run_is_synthetic(run))
+    return _save(figure, run.plots / "metrics.png")
 
 
 def _plot_bytes(run: RunDirectory, records: list[dict]) -> Path | None:
-    per_round: dict[int, float] = {}
-    for r in records:
-        per_round[r["round"]] = (
-            per_round.get(r["round"], 0.0)
-            + r.get("bytes_up", 0)
-            + r.get("bytes_down", 0)
-        )
-    if not per_round:
-        return None
-    rounds = sorted(per_round)
-    total, cumulative = 0.0, []
-    for k in rounds:
-        total += per_round[k] / 1e6
-        cumulative.append(total)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rounds, cumulative, marker="o")
-    ax.set(xlabel="round", ylabel="cumulative MB (up + down)", title="Communication")
-    ax.grid(alpha=0.3)
-    path = run.plots / "communication.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(communication_figure(records), run.plots / "communication.png")
 
 
 def print_report(run: RunDirectory, console: Console | None = None) -> None:
-    """Rich tables: per-round metrics, then the summary and comparison."""
+    """Rich tables: per-round metrics, per-site metrics, summary and comparison.
+
+    Works on a partial run (killed or failed): what ``metrics.jsonl`` holds is
+    shown, and the missing summary is said, not raised.
+    """
     console = console or Console()
+    records = run.read_metrics()
+    if run_is_synthetic(run):
+        console.print(
+            "[bold yellow]SYNTHETIC DATA:[/] this run trained and was scored on "
+            "generated data; its metrics say nothing about real patients"
+        )
+    console.print(_rounds_table(run, records))
+    if (sites := _sites_table(records)) is not None:
+        console.print(sites)
+    if rounds_trained(records) == 0:
+        console.print("[bold red]no training round completed[/]")
+    summary_file = run.path / "summary.json"
+    if not summary_file.exists():
+        console.print(
+            f"[bold red]{summary_file} missing:[/] the run did not finish; "
+            "the tables above hold what it recorded"
+        )
+        return
+    summary = run.read_summary()
+    if comparison := summary.get("comparison", {}):
+        console.print(_comparison_table(comparison))
+    console.print(
+        "bytes up per round per site: "
+        f"{summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
+        f"exchanged/full model: {summary.get('exchanged_to_full_ratio') or 0:.4f}"
+    )
+    if (privacy := privacy_line(summary)) is not None:
+        console.print(privacy)
+
+
+def _rounds_table(run: RunDirectory, records: list[dict]) -> Table:
     table = Table(title=f"run {run.path}")
     for col in ("round", "phase", "metrics", "MB up", "MB down", "wall s"):
         table.add_column(col)
-    for r in run.read_metrics():
+    for r in records:
         shown = {
             k: v
             for k, v in r.get("aggregated", {}).items()
             if isinstance(v, float | int)
         }
         text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
+        if r.get("rejected"):
+            text += f" [red](rejected: {len(r['rejected'])})[/]"
         table.add_row(
             str(r["round"]),
             r["phase"],
@@ -167,25 +220,36 @@ def print_report(run: RunDirectory, console: Console | None = None) -> None:
             f"{r.get('bytes_down', 0) / 1e6:.3f}",
             f"{r.get('wall_s', 0):.1f}",
         )
-    console.print(table)
-    summary = run.read_summary()
-    comparison = summary.get("comparison", {})
-    if comparison:
-        cmp = Table(title="federated vs local vs pooled (global held-out test)")
-        cmp.add_column("setting")
-        metric_names = sorted({k for v in comparison.values() for k in v})
-        for name in metric_names:
-            cmp.add_column(name)
-        for setting, values in comparison.items():
-            cmp.add_row(setting, *[_fmt(values.get(n)) for n in metric_names])
-        console.print(cmp)
-    console.print(
-        "bytes up per round per site: "
-        f"{summary.get('bytes_up_per_round_per_site', 0):,.0f}  "
-        f"exchanged/full model: {summary.get('exchanged_to_full_ratio') or 0:.4f}"
-    )
-    if (privacy := privacy_line(summary)) is not None:
-        console.print(privacy)
+    return table
+
+
+def _sites_table(records: list[dict]) -> Table | None:
+    """The last site evaluation, one column per site, metrics as rows."""
+    evaluate = [r for r in _phase(records, "evaluate") if r.get("sites")]
+    if not evaluate:
+        return None
+    last = evaluate[-1]
+    sites = sorted(last["sites"], key=lambda s: (len(s), s))
+    table = Table(title=f"per-site evaluation, round {last['round']}")
+    table.add_column("metric")
+    for site in sites:
+        table.add_column(f"site {site}", justify="right")
+    names = sorted({k for s in sites for k in last["sites"][s]} - {"site-id"})
+    for name in names:
+        table.add_row(name, *[_fmt(last["sites"][s].get(name)) for s in sites])
+    return table
+
+
+def _comparison_table(comparison: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Settings as columns, metrics as rows (headers never cut)."""
+    table = Table(title="federated vs local vs pooled (global held-out test)")
+    table.add_column("metric")
+    for setting in comparison:
+        table.add_column(setting, justify="right")
+    names = sorted({k for values in comparison.values() for k in values})
+    for name in names:
+        table.add_row(name, *[_fmt(v.get(name)) for v in comparison.values()])
+    return table
 
 
 def privacy_line(summary: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from fedmed.comm.codecs import bytes_per_element
 from fedmed.config import PlatformConfig, parse_platform
 from fedmed.export import export_run
 from fedmed.privacy.weighted_sum import check_secure_aggregation
-from fedmed.report import plot_run, summarize
+from fedmed.report import check_run_outcome, plot_run, summarize
 from fedmed.runs import RunDirectory
 from fedmed.tasks import Task, get_task, list_tasks
 from fedmed.wire import record_to_state, state_to_record
@@ -160,6 +160,9 @@ def main(grid: Grid, context: Context) -> None:
     plot_run(run)
     if run.latest_checkpoint() is not None:
         export_run(run.path)  # the final adapters in the formats users load
+
+    # fewer rounds than asked, or every site failed a phase: the run failed
+    check_run_outcome(run, platform.num_server_rounds)
 
 
 def write_run_summary(

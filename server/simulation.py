@@ -71,6 +71,7 @@ def simulate(
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.app import Context, RecordDict
     from flwr.common import EventType
     from flwr.simulation.run_simulation import _run_simulation
@@ -111,36 +112,56 @@ def run_experiment(
     num_sites: int,
     *,
     compare: bool = True,
-    synth: bool = True,
+    synth: bool = False,
     cpus_per_site: float = 1.0,
     gpus_per_site: float = 0.0,
     ray_address: str | None = None,
 ) -> Path:
-    """Synthesise data if missing, simulate, add local/pooled baselines, report."""
+    """Simulate, check the run did what it was asked, add the baselines.
+
+    ``synth`` writes synthetic data into ``data-dir`` first (the caller has
+    checked the folder is missing and the user asked for it). A run that
+    completed fewer rounds than asked, or where every site failed a phase,
+    raises :class:`fedmed.report.RunFailed` and gets no baselines.
+    """
     from fedmed.baselines import run_baselines
     from fedmed.config import parse_platform
-    from fedmed.report import plot_run
+    from fedmed.data.sites import writing_synthetic
+    from fedmed.progress import RoundWatcher
+    from fedmed.report import RunFailed, check_run_outcome, plot_run, run_shortfall
     from fedmed.runs import RunDirectory
     from fedmed.tasks import get_task, list_tasks
 
     platform = parse_platform(run_config, list_tasks())
     task = get_task(run_config)
-    if synth and not Path(platform.data_dir).exists():
-        log.info(
-            "writing synthetic %s data for %d sites to %s",
+    if synth:
+        log.warning(
+            "writing SYNTHETIC %s data for %d sites to %s (asked by --synth)",
             task.name,
             num_sites,
             platform.data_dir,
         )
-        task.synthesize_data(Path(platform.data_dir), num_sites, platform.seed)
-    simulate(
-        run_config,
-        num_sites,
-        cpus_per_site=cpus_per_site,
-        gpus_per_site=gpus_per_site,
-        ray_address=ray_address,
-    )
+        with writing_synthetic(platform.data_dir, task.name) as out:
+            task.synthesize_data(out, num_sites, platform.seed)
     run = RunDirectory(platform.run_dir)
+    try:
+        with RoundWatcher(run.metrics_file, platform.num_server_rounds):
+            simulate(
+                run_config,
+                num_sites,
+                cpus_per_site=cpus_per_site,
+                gpus_per_site=gpus_per_site,
+                ray_address=ray_address,
+            )
+    except RunFailed:
+        raise
+    except RuntimeError as err:
+        records = run.read_metrics()
+        shortfall = run_shortfall(records, platform.num_server_rounds)
+        raise RunFailed(
+            f"run {run.path} failed: {shortfall or 'stopped'}; {err}"
+        ) from err
+    check_run_outcome(run, platform.num_server_rounds)
     summary = run.read_summary()
     if compare and platform.mode == "federated":
         comparison = {
@@ -148,7 +169,13 @@ def run_experiment(
             or summary.get("final_site_evaluation", {})
         }
         comparison.update(
-            run_baselines(task, num_sites, platform.num_server_rounds, run)
+            run_baselines(
+                task,
+                num_sites,
+                platform.num_server_rounds,
+                run,
+                threads=max(1, int(cpus_per_site)),
+            )
         )
         summary["comparison"] = comparison
         run.write_summary(summary)

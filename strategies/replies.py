@@ -197,19 +197,27 @@ def read_evaluation(content: RecordDict, max_examples: int) -> dict[str, Any]:
 def metric_means(
     rows: Sequence[Mapping[str, Any]], weights: Sequence[float]
 ) -> dict[str, float]:
-    """Weighted mean of every scalar metric present in all rows, plus the total
-    weight as ``num-examples`` (McMahan et al. 2017's example weighting)."""
-    total = float(sum(weights)) or 1.0
-    keys = [
-        k
-        for k, v in rows[0].items()
-        if isinstance(v, int | float) and k != NUM_EXAMPLES
-    ]
-    out = {
-        k: sum(float(r[k]) * w for r, w in zip(rows, weights, strict=True)) / total
-        for k in keys
-        if all(k in r for r in rows)
-    }
+    """Weighted mean of every scalar metric any row reports, plus the total
+    weight as ``num-examples`` (McMahan et al. 2017's example weighting).
+
+    Each metric is averaged over the rows that report a finite value for it,
+    weighted by those rows' weights: a site without test cases (no AUC, or a
+    NaN) leaves the others' metrics in place. A metric whose reporting rows
+    all weigh 0 is logged and left out.
+    """
+    sums: dict[str, float] = {}
+    mass: dict[str, float] = {}
+    for row, weight in zip(rows, weights, strict=True):
+        for key, value in row.items():
+            if key == NUM_EXAMPLES or isinstance(value, bool):
+                continue
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            sums[key] = sums.get(key, 0.0) + float(value) * weight
+            mass[key] = mass.get(key, 0.0) + float(weight)
+    out = {k: sums[k] / mass[k] for k in sums if mass[k] > 0}
+    if dropped := sorted(set(sums) - set(out)):
+        log(WARNING, "metrics %s left out: only weight-0 sites report them", dropped)
     out[NUM_EXAMPLES] = float(sum(weights))
     return out
 

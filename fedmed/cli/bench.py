@@ -2,10 +2,12 @@
 
 Each subcommand measures, then writes three things: ``<out>/<bench>.json``
 (rows plus the per-round detail behind the plots), the contract file
-``benchmarks/results/<bench>.json`` (DESIGN.md, via ``write_result``) with its
-PNG next to it, and, when the contract file is the repository's,
-BENCHMARKS.md regenerated. ``--quick`` runs a reduced grid on tiny
-configurations (minutes on two CPU cores).
+``benchmarks/results/<bench>.json`` (DESIGN.md, via ``write_result``; the
+folder is the working directory's) with its PNG next to it, and, when the
+contract file is the repository's, BENCHMARKS.md regenerated. ``--quick`` runs
+a reduced grid on tiny configurations (minutes on two CPU cores) and writes
+to ``benchmarks/results/quick/``: it never overwrites full results or
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -36,7 +38,21 @@ bench_app = typer.Typer(
 )
 QUICK = typer.Option(False, "--quick", help="Reduced grid on tiny configs.")
 OUT = typer.Option(Path("runs/bench"), "--out", help="Folder for JSON and work files.")
-RESULTS = typer.Option(RESULTS_DIR, "--results-dir", help="Contract results folder.")
+RESULTS = typer.Option(
+    None,
+    "--results-dir",
+    help="Contract results folder (default ./benchmarks/results, and its quick/ "
+    "subfolder with --quick).",
+)
+QUICK_SUBDIR = "quick"
+
+
+def results_folder(results_dir: Path | None, quick: bool) -> Path:
+    """Where a bench writes its contract file: quick runs never share full's."""
+    if results_dir is not None:
+        return Path(results_dir)
+    default = Path.cwd() / "benchmarks" / "results"
+    return default / QUICK_SUBDIR if quick else default
 
 
 def _relative(path: Path) -> str:
@@ -83,7 +99,7 @@ def publish(
     (out / f"{bench}.json").write_text(
         json.dumps(payload, indent=2, default=str) + "\n"
     )
-    if Path(results_dir).resolve() == RESULTS_DIR.resolve():
+    if not quick and Path(results_dir).resolve() == RESULTS_DIR.resolve():
         update_benchmarks_md()
     return out / f"{bench}.json"
 
@@ -95,7 +111,9 @@ def _work(out: Path, bench: str) -> Path:
     return folder
 
 
-def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
+def run_bench(
+    bench: str, quick: bool, out: Path, results_dir: Path | None = None
+) -> Path:
     """Measure ``bench`` and publish it; the run JSON's path.
 
     What to measure, the prose and the figure are the bench's entry in
@@ -111,6 +129,7 @@ def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
     # rounds then cost the same work per site, and stay steady on a shared box.
     torch.set_num_threads(1)
     entry = BENCHES[bench]
+    results_dir = results_folder(results_dir, quick)
     rows, detail = entry.measure(quick, _work(out, bench))
     return publish(
         bench,
@@ -125,7 +144,9 @@ def run_bench(bench: str, quick: bool, out: Path, results_dir: Path) -> Path:
 
 
 def _register(bench: str) -> None:
-    def command(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS):
+    def command(
+        quick: bool = QUICK, out: Path = OUT, results_dir: Path | None = RESULTS
+    ):
         run_bench(bench, quick, out, results_dir)
 
     command.__doc__ = BENCHES[bench].summary
@@ -137,7 +158,9 @@ for _bench in BENCHES:
 
 
 @bench_app.command("all")
-def run_all(quick: bool = QUICK, out: Path = OUT, results_dir: Path = RESULTS) -> None:
+def run_all(
+    quick: bool = QUICK, out: Path = OUT, results_dir: Path | None = RESULTS
+) -> None:
     """Every bench in turn (``--quick``: under ten minutes on two CPU cores)."""
     for bench in BENCHES:
         started = time.perf_counter()

@@ -29,9 +29,19 @@ def synth_dermamnist(
     ),
 ) -> None:
     """Synthetic DermaMNIST npz files (medmnist format), with per-site shift."""
+    from fedmed.data.medmnist_npz import SIZES
+    from fedmed.data.sites import writing_synthetic
     from fedmed.data.synth_dermamnist import synthesize
 
-    with console.status(f"writing {sites} synthetic DermaMNIST sites to {out}"):
+    if size not in SIZES:
+        raise typer.BadParameter(
+            f"--size must be one of {', '.join(map(str, SIZES))} (the official "
+            f"MedMNIST sizes), found {size}"
+        )
+    with (
+        console.status(f"writing {sites} synthetic DermaMNIST sites to {out}"),
+        writing_synthetic(out, "dermamnist"),
+    ):
         paths = synthesize(out, sites, size, seed, samples_per_site, label_alpha)
     for path in paths:
         console.print(f"wrote {path}")
@@ -50,11 +60,15 @@ def synth_brats(
     ),
 ) -> None:
     """Synthetic BraTS phantoms as NIfTI (tumour core, oedema, enhancing rim)."""
+    from fedmed.data.sites import writing_synthetic
     from fedmed.data.synth_brats import synthesize
 
     if naming not in ("2021", "2023", "mixed"):
         raise typer.BadParameter("--naming must be 2021, 2023 or mixed")
-    with console.status(f"writing {sites} synthetic BraTS sites to {out}"):
+    with (
+        console.status(f"writing {sites} synthetic BraTS sites to {out}"),
+        writing_synthetic(out, "brats"),
+    ):
         paths = synthesize(out, sites, cases, seed=seed, naming=naming)
     for path in paths:
         console.print(f"wrote {path}")
@@ -70,9 +84,13 @@ def synth_cxr_reports(
     seed: int = typer.Option(0),
 ) -> None:
     """Synthetic chest X-rays whose report words control the visible findings."""
+    from fedmed.data.sites import writing_synthetic
     from fedmed.data.synth_cxr import synthesize
 
-    with console.status(f"writing {sites} synthetic chest X-ray sites to {out}"):
+    with (
+        console.status(f"writing {sites} synthetic chest X-ray sites to {out}"),
+        writing_synthetic(out, "cxr-reports"),
+    ):
         paths = synthesize(out, sites, seed, size, cases, heldout_cases)
     for path in paths:
         console.print(f"wrote {path}")
@@ -88,8 +106,12 @@ def synth_highres(
     seed: int = typer.Option(0),
 ) -> None:
     """Synthetic high-resolution images + labels.csv (ISIC/Messidor folder layout)."""
+    from fedmed.data.sites import writing_synthetic
     from fedmed.data.synth_highres import write_synthetic_highres
 
-    with console.status(f"writing {sites} synthetic high-res sites to {out}"):
+    with (
+        console.status(f"writing {sites} synthetic high-res sites to {out}"),
+        writing_synthetic(out, "highres"),
+    ):
         write_synthetic_highres(out, sites, seed, size, images, heldout_images)
     console.print(f"wrote {out}")

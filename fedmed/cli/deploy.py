@@ -96,7 +96,9 @@ def local(
         None, "--certs", help="Certificates (default <workdir>/certs, generated)."
     ),
     resume: bool = typer.Option(False, help="Continue the run in --out."),
-    synth: bool = typer.Option(True, help="Write synthetic data if missing."),
+    synth: bool = typer.Option(
+        False, "--synth", help="Write SYNTHETIC data into a missing data folder."
+    ),
     timeout_s: float = typer.Option(3600.0, "--timeout", help="Seconds for the run."),
     max_resubmits: int = typer.Option(2, help="Resumes after a failed Flower run."),
 ) -> None:
@@ -114,6 +116,13 @@ def local(
         overrides=parse_set(set_),
         resume=resume,
     )
+    from fedmed.cli.preflight import check_data_folder
+    from fedmed.data.sites import is_synthetic
+
+    data_root = Path(str(config["data-dir"]))
+    synth = check_data_folder(data_root, synth)  # a typo is refused, not synthesised
+    if synth or is_synthetic(data_root):
+        config["synthetic-data"] = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = (workdir or Path(tempfile.mkdtemp(prefix="fedmed-deploy-"))).resolve()
     started = time.perf_counter()

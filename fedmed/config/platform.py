@@ -40,6 +40,12 @@ class PlatformConfig:
     no site can make the aggregate its own update by claiming 1e18 examples.
     ``max-update-norm`` (0 = off) bounds the L2 norm of one site's update
     ``w_i - w`` in plain FedAvg, the norm bound of Sun et al. 2019 without noise.
+
+    ``synthetic-data`` records that ``data-dir`` holds generated data (set by
+    ``fedmed simulate`` from the folder's ``SYNTHETIC.json``), so the run's
+    ``config.json``, ``summary.json`` and report say so. ``tracking-uri`` is the
+    MLflow store the run is logged to: empty means ``mlflow.db`` (SQLite) next
+    to the run folder, ``off`` turns tracking off.
     """
 
     task_name: str = "classify"
@@ -65,6 +71,8 @@ class PlatformConfig:
     resume: bool = False
     faults: str = ""
     fault_sleep_s: float = 5.0
+    synthetic_data: bool = False
+    tracking_uri: str = ""
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:

@@ -14,21 +14,38 @@ from pathlib import Path
 
 from fedmed.config.sections import ConfigError, Scalar
 
+FLAG_KEYS = {
+    "num-server-rounds": "--rounds",
+    "run-dir": "--out",
+    "data-dir": "--data-dir",
+}
+"""Run-config keys a command also takes as its own flag."""
+
+DEFAULT_ROUNDS = 3
+DEFAULT_RUN_DIR = "runs/sim"
+
 
 def resolve_run_config(
     task_name: str,
     *,
-    rounds: int,
-    out: Path,
+    rounds: int | None,
+    out: Path | None,
     data_dir: Path | None,
     files: list[Path],
     overrides: Mapping[str, Scalar],
     resume: bool,
 ) -> dict[str, Scalar]:
-    """Layer the run config: defaults < run-config files < ``--set`` < CLI flags."""
+    """Layer the run config: defaults < run-config files < ``--set`` < CLI flags.
+
+    A flag left out (``None``) keeps what the files or ``--set`` say; a flag
+    and a ``--set`` of the same key that disagree are an error, since either
+    answer would silently drop what the user typed.
+    """
     config: dict[str, Scalar] = {
         "task.name": task_name,
         "data-dir": f"data/{task_name}",
+        "num-server-rounds": DEFAULT_ROUNDS,
+        "run-dir": DEFAULT_RUN_DIR,
     }
     for path in files:
         if not path.is_file():
@@ -41,9 +58,17 @@ def resolve_run_config(
             f"--task {task_name!r} but the run config says "
             f"task.name={config['task.name']!r}"
         )
-    config.update({"num-server-rounds": rounds, "run-dir": str(out), "resume": resume})
-    if data_dir is not None:
-        config["data-dir"] = str(data_dir)
+    flags = {"num-server-rounds": rounds, "run-dir": out, "data-dir": data_dir}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in overrides and str(overrides[key]) != str(value):
+            raise ConfigError(
+                f"{FLAG_KEYS[key]} {value} and --set {key}={overrides[key]} "
+                "disagree: give only one of them"
+            )
+        config[key] = value if isinstance(value, int) else str(value)
+    config["resume"] = resume
     return config
 
 

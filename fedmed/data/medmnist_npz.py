@@ -9,6 +9,7 @@ iterating it; that lets the same code read synthetic files and partitions.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import medmnist
@@ -56,7 +57,16 @@ def load_split(
             f"MedMNIST release (Zenodo) and place it there, or write synthetic data "
             f"with 'fedmed data synth {flag} --out {folder}'"
         )
-    dataset = dataset_class(flag)(split=split, root=str(folder), download=False, size=size)
+    try:
+        dataset = dataset_class(flag)(
+            split=split, root=str(folder), download=False, size=size
+        )
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a readable MedMNIST npz ({type(err).__name__}: {err}): "
+            f"it is truncated or corrupt, or lacks the {split}_images / "
+            f"{split}_labels arrays; copy it again from its source"
+        ) from None
     images = np.asarray(dataset.imgs)
     labels = np.asarray(dataset.labels).reshape(-1).astype(np.int64)
     if images.dtype != np.uint8 or len(images) != len(labels):

@@ -15,6 +15,10 @@ server evaluates the aggregate on in simulation.
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,8 @@ from fedmed.config import FlatConfig
 
 SITE_DIR_PREFIX = "site_"
 HELDOUT_DIR = "heldout"
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+"""Written by every synthetic generator: a run reading the folder says so."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,29 @@ def heldout_dir(data_dir: str | Path) -> Path | None:
     """The global held-out folder, or ``None`` when the layout has none."""
     folder = Path(data_dir) / HELDOUT_DIR
     return folder if folder.is_dir() else None
+
+
+def is_synthetic(data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` was written by a synthetic generator."""
+    return (Path(data_dir) / SYNTHETIC_MARKER).is_file()
+
+
+@contextmanager
+def writing_synthetic(out: str | Path, kind: str) -> Iterator[Path]:
+    """Write synthetic data into ``out``, marked as such; all or nothing.
+
+    A generator that fails part-way leaves no half-made folder behind when
+    ``out`` did not exist before (a later run must not mistake the debris for
+    data); on success ``SYNTHETIC.json`` marks the folder, so every run on it
+    records that its data is synthetic.
+    """
+    out = Path(out)
+    existed = out.exists()
+    try:
+        yield out
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SYNTHETIC_MARKER).write_text(json.dumps({"kind": kind}) + "\n")

@@ -196,7 +196,12 @@ def test_three_sites_train_over_shaped_links_and_survive_a_cut_one(multihost, tm
     assert "outcome" in result, "the run did not finish"
     train = {r["round"]: r for r in records(run) if r["phase"] == "train"}
     assert sorted(train) == [1, 2]
-    assert sorted(train[1]["sites"]) == ["site-0", "site-1", "site-2"]  # over 10/50/100 Mbit/s
+    # three sites over 10/50/100 Mbit/s uplinks
+    assert sorted(train[1]["sites"]) == [
+        "site-0",
+        "site-1",
+        "site-2",
+    ]  # over 10/50/100 Mbit/s
     assert train[1]["bytes_up"] > 0
     assert sorted(train[2]["sites"]) == ["site-0", "site-1"]
     offline = [int(n["node-id"]) for n in listing if n["status"] != "online"]

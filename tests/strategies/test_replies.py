@@ -111,13 +111,31 @@ def test_the_secure_channel_drops_failed_and_silent_parties_and_counts_bytes():
     assert row["sites"]["2"] == {"bytes_up": 0, "bytes_down": size}
 
 
-def test_metric_means_weight_every_shared_scalar():
+def test_metric_means_weight_each_metric_over_the_rows_that_report_it():
     # Execute
     means = metric_means(
         [{"loss": 1.0, "acc": 0.5, "num-examples": 1}, {"loss": 3.0}], [1, 3]
     )
-    # Assert: acc is not in every row, so it is left out
-    assert means == {"loss": pytest.approx(2.5), "num-examples": 4.0}
+    # Assert: acc is averaged over the one row that has it
+    assert means == {"loss": pytest.approx(2.5), "acc": 0.5, "num-examples": 4.0}
+
+
+def test_a_site_with_zero_test_cases_keeps_the_others_metrics():
+    # Prepare: the first site has no test cases (no AUC, NaN accuracy, weight 0)
+    rows = [
+        {"accuracy": float("nan"), "loss": float("nan"), "num-examples": 0},
+        {"accuracy": 0.5, "auc": 0.8, "loss": 1.0, "num-examples": 10},
+        {"accuracy": 0.8, "auc": 0.6, "loss": 2.0, "num-examples": 30},
+    ]
+    # Execute
+    means = metric_means(rows, [0, 10, 30])
+    # Assert: every metric stays, weighted over the sites that reported it
+    assert means == {
+        "accuracy": pytest.approx((0.5 * 10 + 0.8 * 30) / 40),
+        "auc": pytest.approx((0.8 * 10 + 0.6 * 30) / 40),
+        "loss": pytest.approx((1.0 * 10 + 2.0 * 30) / 40),
+        "num-examples": 40.0,
+    }
 
 
 def test_a_reader_refusal_names_the_cause():
