@@ -59,7 +59,7 @@ def run_local(
     sites: int,
     roles: Sequence[str | None],
     certs_dir: Path | None = None,
-    synth: bool = True,
+    synth: bool = False,
     timeout_s: float = 3600.0,
     max_resubmits: int = 2,
     on_row: ProgressFn | None = None,
