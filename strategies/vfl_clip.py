@@ -223,12 +223,20 @@ class VerticalRun:
 
         The key directory rides on each provider's first mask request.
         """
+        count = self.task.cfg.knowledge_providers
+        if count > 1 and resume_from is not None:
+            raise VflSetupError(
+                f"a run with {count} knowledge providers cannot be resumed: their "
+                "contexts and Adam states lived only in the nodes' state of the "
+                "interrupted run, and the server holds their mean text features "
+                "only; start a new run (a fresh --out folder)"
+            )
         started = time.perf_counter()
         kp_nodes, nodes = discover_roles(
             self.transport,
             min_nodes,
             wait_s=self.transport.timeout,
-            knowledge_count=self.task.cfg.knowledge_providers,
+            knowledge_count=count,
         )
         server = SecAggServer(threshold=self.task.cfg.secagg_threshold or None)
         providers = FlowerProviders(self.transport, nodes)
@@ -247,13 +255,6 @@ class VerticalRun:
         """One knowledge provider directly; several through a secure text mean."""
         if len(nodes) == 1:
             return FlowerKnowledge(self.transport, nodes[0], resume_from)
-        if resume_from is not None:
-            raise VflSetupError(
-                f"a run with {len(nodes)} knowledge providers cannot be resumed: "
-                "their contexts and Adam states live only in the nodes' state of "
-                "the interrupted run, and the server holds their mean text features "
-                "only; start a new run (a fresh --out folder)"
-            )
         knowledge, self._text_parties = secure_knowledge(
             self.task.cfg, self.transport, nodes
         )

@@ -41,9 +41,9 @@ def test_a_run_with_several_knowledge_providers_refuses_to_resume():
     task = get_task(tiny_run_config(knowledge_providers=2))
     run = VerticalRun(task, run=None, transport=None)  # type: ignore[arg-type]
     checkpoint = {"text_features": torch.zeros(7, 32), "logit_scale": torch.ones(())}
-    # Execute / Assert
+    # Execute / Assert: before any node is asked anything (no transport here)
     with pytest.raises(VflSetupError, match="cannot be resumed"):
-        run._knowledge({0: 10, 1: 11}, resume_from=checkpoint)
+        run.start(3, 4, resume_from=checkpoint, min_nodes=5)
 
 
 def test_byte_count_labels_of_knowledge_providers():
