@@ -10,6 +10,10 @@ writes the run directory. What each party sees:
   per round the seed shares of survivors and the round-bound pair keys of
   dropped providers, and the unmasked *sums* (gradient, loss, count; pooled
   evaluation statistics); the context vectors and ``T``.
+  With several knowledge providers (``vfl-clip.knowledge-providers = K``,
+  :mod:`strategies.vfl_knowledge`) the server sees masked ``[T_k, s_k]`` and
+  their mean only, never a provider's ``T_k`` or context, and checkpoints
+  that mean.
 * knowledge provider: ``sum G_i``, ``sum loss_i``, ``sum N_i`` only.
 * image provider: ``T`` and its own data; its private keys stay on the node.
 
@@ -21,7 +25,8 @@ neighbours; below that the run stops with
 :class:`fedmed.privacy.RecoveryFailed`. A failing knowledge provider stops
 the run. Resuming restarts the knowledge provider from the last checkpointed
 context; Adam's moments restart from zero (they are not checkpointed), and a
-fresh key setup runs.
+fresh key setup runs. With several knowledge providers the contexts live
+only in their nodes' per-run state, so such a run cannot be resumed.
 """
 
 from __future__ import annotations
@@ -40,9 +45,15 @@ from fedmed.privacy import RecoveryFailed, RoundStart, SecAggServer
 from fedmed.privacy.messages import MaskedInput
 from fedmed.privacy.protocol import run_setup
 from fedmed.runs import RoundTally, RunDirectory
+from fedmed.tasks.vfl_clip.knowledge import SecureKnowledge, published_state
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
 from fedmed.tasks.vfl_clip.metrics import plot_confusion_matrix
-from fedmed.tasks.vfl_clip.protocol import ProviderJob, evaluate_round, train_round
+from fedmed.tasks.vfl_clip.protocol import (
+    KnowledgeChannel,
+    ProviderJob,
+    evaluate_round,
+    train_round,
+)
 from fedmed.tasks.vfl_clip.roles import VflSetupError, check_image_providers
 from fedmed.tasks.vfl_clip.task import VflClipTask
 from fedmed.wire import (
@@ -57,6 +68,7 @@ from fedmed.wire.secagg import from_record, request_content, round_content, to_r
 from fedmed.wire.vfl import (
     APPLY_ACTION,
     BATCH_SEED,
+    KNOWLEDGE_ID,
     PHASE,
     ROLE,
     ROLE_ACTION,
@@ -66,8 +78,9 @@ from fedmed.wire.vfl import (
     VFL_PARTY,
 )
 from strategies.secagg_channel import FlowerParties, Transport
+from strategies.vfl_knowledge import KnowledgeParties, knowledge_label, secure_knowledge
 
-KNOWLEDGE = "knowledge"
+KNOWLEDGE = knowledge_label(0, 1)
 
 
 @dataclass
@@ -135,13 +148,13 @@ class FlowerKnowledge:
 
 
 def discover_roles(
-    transport: Transport, min_nodes: int, wait_s: float
-) -> tuple[int, dict[int, int]]:
-    """Ask every node its role: ``(knowledge node, {provider site: node})``.
+    transport: Transport, min_nodes: int, wait_s: float, knowledge_count: int = 1
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Ask every node its role: ``({knowledge-id: node}, {provider site: node})``.
 
     Waits (up to ``wait_s``) until ``min_nodes`` nodes are connected, then
     asks all connected nodes; a deployment sets ``min-sites`` to its number of
-    nodes, the knowledge provider included.
+    nodes, the knowledge providers included.
     """
     grid = transport.grid
     deadline = time.monotonic() + wait_s
@@ -158,20 +171,35 @@ def discover_roles(
         reasons = "; ".join(f["reason"] for f in transport.tally.rejected)
         raise VflSetupError(f"nodes could not take a VFL-CLIP role: {reasons}")
     roles = {int(n): r[CONFIG] for n, r in replies.items()}
-    knowledge = [n for n, c in roles.items() if c[ROLE] == "knowledge-provider"]
+    knowledge = _knowledge_nodes(roles, knowledge_count)
     providers = {int(c[SITE]): n for n, c in roles.items() if int(c[SITE]) >= 0}
-    if len(knowledge) != 1:
-        raise VflSetupError(
-            f"VFL-CLIP needs exactly one knowledge provider, found {len(knowledge)} "
-            f"among {len(nodes)} nodes (deployment: set role=knowledge-provider on "
-            "one node's node config)"
-        )
-    if len(providers) != len(roles) - 1:
+    if len(providers) != len(roles) - len(knowledge):
         raise VflSetupError(f"image providers share site ids: {roles}")
     check_image_providers(len(providers))
     labels = {str(n): str(site) for site, n in providers.items()}
-    transport.tally.relabel({**labels, str(knowledge[0]): KNOWLEDGE})
-    return knowledge[0], providers
+    for index, node in knowledge.items():
+        labels[str(node)] = knowledge_label(index, knowledge_count)
+    transport.tally.relabel(labels)
+    return knowledge, providers
+
+
+def _knowledge_nodes(roles: Mapping[int, ConfigRecord], count: int) -> dict[int, int]:
+    """``{knowledge-id: node}``: exactly ids ``0..count-1``, one node each."""
+    found = [
+        (int(c.get(KNOWLEDGE_ID, 0)), n)
+        for n, c in roles.items()
+        if c[ROLE] == "knowledge-provider"
+    ]
+    knowledge = dict(found)
+    if len(found) != count or sorted(knowledge) != list(range(count)):
+        raise VflSetupError(
+            f"VFL-CLIP needs vfl-clip.knowledge-providers = {count} knowledge "
+            f"providers with knowledge-id 0..{count - 1}, found ids "
+            f"{sorted(k for k, _ in found)} among {len(roles)} nodes (deployment: "
+            "set role=knowledge-provider and a distinct knowledge-id in those "
+            "nodes' node config)"
+        )
+    return knowledge
 
 
 @dataclass
@@ -182,6 +210,7 @@ class VerticalRun:
     run: RunDirectory
     transport: Transport
     seed: int = 0
+    _text_parties: KnowledgeParties | None = field(default=None, init=False)
 
     def start(
         self,
@@ -194,24 +223,48 @@ class VerticalRun:
 
         The key directory rides on each provider's first mask request.
         """
+        count = self.task.cfg.knowledge_providers
+        if count > 1 and resume_from is not None:
+            raise VflSetupError(
+                f"a run with {count} knowledge providers cannot be resumed: their "
+                "contexts and Adam states lived only in the nodes' state of the "
+                "interrupted run, and the server holds their mean text features "
+                "only; start a new run (a fresh --out folder)"
+            )
         started = time.perf_counter()
-        kp_node, nodes = discover_roles(
-            self.transport, min_nodes, wait_s=self.transport.timeout
+        kp_nodes, nodes = discover_roles(
+            self.transport,
+            min_nodes,
+            wait_s=self.transport.timeout,
+            knowledge_count=count,
         )
         server = SecAggServer(threshold=self.task.cfg.secagg_threshold or None)
         providers = FlowerProviders(self.transport, nodes)
         run_setup(server, providers, sorted(nodes))
+        knowledge = self._knowledge(kp_nodes, resume_from)
         self._record(first_round - 1, "setup", {"parties": len(nodes)}, started)
         log(INFO, "VFL-CLIP: %d image providers, key setup done", len(nodes))
-        knowledge = FlowerKnowledge(self.transport, kp_node, resume_from)
         for round_id in range(first_round, last_round + 1):
+            if isinstance(self._text_parties, KnowledgeParties):
+                self._text_parties.server_round = round_id
             self._round(server, providers, knowledge, round_id, round_id == last_round)
+
+    def _knowledge(
+        self, nodes: Mapping[int, int], resume_from: Mapping[str, Tensor] | None
+    ) -> KnowledgeChannel:
+        """One knowledge provider directly; several through a secure text mean."""
+        if len(nodes) == 1:
+            return FlowerKnowledge(self.transport, nodes[0], resume_from)
+        knowledge, self._text_parties = secure_knowledge(
+            self.task.cfg, self.transport, nodes
+        )
+        return knowledge
 
     def _round(
         self,
         server: SecAggServer,
         providers: FlowerProviders,
-        knowledge: FlowerKnowledge,
+        knowledge: KnowledgeChannel,
         round_id: int,
         last: bool,
     ) -> None:
@@ -224,18 +277,15 @@ class VerticalRun:
                 f"VFL-CLIP round {round_id}: too few image providers answered to "
                 f"recover the secure sum ({err})"
             ) from err
+        text = knowledge.text_features(round_id)  # K >= 2: a fresh secure mean
         self.run.save_checkpoint(
-            round_id, knowledge.context, {"federation": "vertical"}
+            round_id, checkpoint_state(knowledge, text), {"federation": "vertical"}
         )
         extra = {"accepted": len(total.contributors), "dropped": list(total.dropped)}
         self._record(round_id, "train", step, started, status="ok", **extra)
         started = time.perf_counter()
         metrics, confusion, total = evaluate_round(
-            self.task.cfg,
-            server,
-            providers,
-            knowledge.text_features(round_id),
-            round_id,
+            self.task.cfg, server, providers, text, round_id
         )
         pooled = {f"pooled_{k}": v for k, v in metrics.items()}
         self._record(
@@ -264,6 +314,18 @@ class VerticalRun:
         )
 
 
+def checkpoint_state(
+    knowledge: KnowledgeChannel, text: TextFeatures
+) -> Mapping[str, Tensor]:
+    """The round's checkpoint: the context of a single knowledge provider, or
+    the mean text features of several (the server never holds their contexts)."""
+    if isinstance(knowledge, SecureKnowledge):
+        return published_state(text)
+    if not isinstance(knowledge, FlowerKnowledge):
+        raise TypeError(f"no checkpoint for knowledge channel {knowledge!r}")
+    return knowledge.context
+
+
 def run_vertical(
     grid: Grid,
     task: VflClipTask,
@@ -276,14 +338,6 @@ def run_vertical(
     seed: int = 0,
 ) -> None:
     """Entry point of the ServerApp for ``federation = "vertical"`` tasks."""
-    count = task.cfg.knowledge_providers
-    if count > 1:
-        raise VflSetupError(
-            f"vfl-clip.knowledge-providers = {count}: several knowledge providers "
-            "(secure mean of their text features) run in process so far "
-            "(fedmed.tasks.vfl_clip.run_vfl_inprocess); over Flower set "
-            "vfl-clip.knowledge-providers = 1"
-        )
     transport = Transport(grid, timeout, RoundTally(list_every_site=True))
     VerticalRun(task, run, transport, seed).start(
         rounds[0], rounds[1], resume_from, min_nodes=min_sites

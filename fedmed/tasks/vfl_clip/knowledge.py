@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from fedmed.privacy import FixedPointCodec, SecAggServer
 from fedmed.privacy.party import SecAggParty
@@ -46,6 +48,7 @@ from fedmed.privacy.protocol import (
 )
 from fedmed.tasks.vfl_clip.config import VflClipConfig
 from fedmed.tasks.vfl_clip.messages import AggregatedGradient, TextFeatures
+from fedmed.tasks.vfl_clip.model import PUBLISHED_TEXT
 from fedmed.tasks.vfl_clip.roles import KnowledgeProvider
 
 TEXT_SUM_BITS = 64
@@ -73,6 +76,14 @@ def mean_text_features(
         )
     features = mean[:-1].reshape(num_classes, -1).astype(np.float32)
     return TextFeatures(round_id, features, float(mean[-1]))
+
+
+def published_state(text: TextFeatures) -> dict[str, Tensor]:
+    """What a ``K >= 2`` server checkpoints: the mean ``T`` and logit scale
+    (:meth:`fedmed.tasks.vfl_clip.model.MeanTextModel.load_published` scores it)."""
+    features = torch.from_numpy(np.asarray(text.features, dtype=np.float32).copy())
+    scale = torch.tensor(float(text.logit_scale), dtype=torch.float32)
+    return dict(zip(PUBLISHED_TEXT, (features, scale), strict=True))
 
 
 @dataclass

@@ -200,12 +200,19 @@ def build_text_model(
     return model
 
 
+#: Checkpoint keys of the mean text features a ``K >= 2`` VFL server keeps
+#: (it never holds the contexts, which stay at their knowledge providers).
+PUBLISHED_TEXT = ("text_features", "logit_scale")
+
+
 class MeanTextModel(nn.Module):
     """Several knowledge providers' models seen as one: the mean of their ``T_k``.
 
     The centralised reference of VFL with ``K`` knowledge providers: the
     image providers score against ``(1/K) sum_k T_k`` with the mean logit
-    scale, and every context trains through it.
+    scale, and every context trains through it. A federated ``K >= 2`` run's
+    checkpoints hold that mean only (:data:`PUBLISHED_TEXT`);
+    :meth:`load_published` makes the model score with it.
     """
 
     def __init__(self, models: list[CoopTextModel]) -> None:
@@ -213,12 +220,33 @@ class MeanTextModel(nn.Module):
         if not models:
             raise ValueError("MeanTextModel needs at least one text model")
         self.members = nn.ModuleList(models)
-        scale = torch.stack([m.logit_scale for m in models]).mean()
-        self.register_buffer("logit_scale", scale, persistent=False)
+        self.register_buffer("logit_scale", self._mean_scale(), persistent=False)
+        self.published: Tensor | None = None
+
+    def _mean_scale(self) -> Tensor:
+        return torch.stack([m.logit_scale for m in self.members]).mean()
 
     def forward(self) -> Tensor:
         """Mean class text features ``(1/K) sum_k T_k`` (C x d)."""
+        if self.published is not None:
+            return self.published
         return torch.stack([m() for m in self.members]).mean(dim=0)
+
+    def load_published(self, state: dict[str, Tensor] | None) -> None:
+        """Score with a checkpoint's mean text features (None: the members again)."""
+        if state is None:
+            self.published = None
+            self.logit_scale = self._mean_scale()
+            return
+        features, scale = (state[k] for k in PUBLISHED_TEXT)
+        expected = self.forward().shape
+        if tuple(features.shape) != tuple(expected):
+            raise ValueError(
+                f"checkpoint text features have shape {tuple(features.shape)}, "
+                f"this configuration's classes and tower give {tuple(expected)}"
+            )
+        self.published = features.detach().float().clone()
+        self.logit_scale = scale.detach().float().reshape(())
 
 
 class ImageEncoder(nn.Module):

@@ -49,6 +49,7 @@ from fedmed.tasks.vfl_clip.metrics import (
     metrics_from_statistics,
 )
 from fedmed.tasks.vfl_clip.model import (
+    PUBLISHED_TEXT,
     CoopTextModel,
     ImageEncoder,
     MeanTextModel,
@@ -106,6 +107,13 @@ class VflClipTask(Task):
         return trainable_state(model)
 
     def load_exchanged(self, model: nn.Module, state: Mapping[str, Tensor]) -> None:
+        """Load contexts, or a ``K >= 2`` run's checkpointed mean text features
+        (:data:`~fedmed.tasks.vfl_clip.model.PUBLISHED_TEXT`) into a mean model."""
+        if set(state) == set(PUBLISHED_TEXT) and isinstance(model, MeanTextModel):
+            model.load_published(dict(state))
+            return
+        if isinstance(model, MeanTextModel):
+            model.load_published(None)
         load_state(model, state, expected=trainable_state(model))
 
     def site_data(self, node_config: FlatConfig) -> SiteData:

@@ -16,7 +16,12 @@ import torch
 from fedmed.config import ConfigError
 from fedmed.tasks.registry import get_task
 from fedmed.tasks.vfl_clip import resolve_role, run_vfl_inprocess
-from fedmed.tasks.vfl_clip.knowledge import inprocess_knowledge, text_codec
+from fedmed.tasks.vfl_clip.knowledge import (
+    inprocess_knowledge,
+    published_state,
+    text_codec,
+)
+from fedmed.tasks.vfl_clip.messages import TextFeatures
 from fedmed.tasks.vfl_clip.model import MeanTextModel
 from fedmed.tasks.vfl_clip.roles import ImageProvider
 from fedmed.tasks.vfl_clip.train import train_centralised
@@ -126,3 +131,36 @@ def test_one_knowledge_provider_stays_the_default():
     assert task.cfg.knowledge_providers == 1 and len(only) == 1
     assert only[0].share == 1.0
     assert type(task.build_model()).__name__ == "CoopTextModel"
+
+
+def test_checkpointed_mean_text_features_score_like_the_mean_of_towers():
+    # Prepare: a trained-looking mean model and a fresh one of the same config
+    task = get_task(tiny_run_config(**TWO))
+    trained, fresh = task.build_model(), task.build_model()
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(3)
+        for member in trained.members:
+            ctx = member.prompt_learner.ctx
+            ctx.add_(torch.randn(ctx.shape, generator=generator))
+        features = trained().numpy()
+    scale = float(trained.logit_scale)
+    published = published_state(TextFeatures(3, features, scale))
+    split = gaussian_split(np.random.default_rng(2), 30, dim=features.shape[1])
+    # Execute
+    with torch.no_grad():
+        before = fresh().clone()
+        task.load_exchanged(fresh, published)
+        pinned = fresh().clone()
+        scored = task.evaluate_heldout(fresh, split)
+        task.load_exchanged(fresh, task.exchanged(trained))  # members again
+        again = fresh().clone()
+    # Assert: the published mean scores exactly as the model it came from
+    assert set(published) == {"text_features", "logit_scale"}
+    assert scored == task.evaluate_heldout(trained, split)
+    assert float(fresh.logit_scale) == pytest.approx(scale)
+    assert not torch.allclose(before, pinned, atol=1e-3)
+    torch.testing.assert_close(pinned, torch.from_numpy(features), rtol=0, atol=0)
+    torch.testing.assert_close(again, pinned)
+    assert fresh.published is None
+    with pytest.raises(ValueError, match="checkpoint text features have shape"):
+        task.load_exchanged(fresh, {**published, "text_features": torch.zeros(2, 3)})
