@@ -9,9 +9,13 @@ of imports for the other four.
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 
 from fedmed.config import FlatConfig
 from fedmed.tasks.base import Task
+
+logger = logging.getLogger(__name__)
 
 _TASKS: dict[str, type[Task]] = {}
 _DECLARED: dict[str, str] = {}
@@ -41,7 +45,7 @@ def list_tasks() -> list[str]:
 def task_class(name: str) -> type[Task]:
     """The class registered as ``name``; the error lists the known names."""
     if name not in _TASKS and name in _DECLARED:
-        importlib.import_module(_DECLARED[name])
+        _import_task_package(_DECLARED[name])
         if name not in _TASKS:
             raise ImportError(
                 f"importing {_DECLARED[name]} did not register task {name!r}"
@@ -58,3 +62,29 @@ def get_task(run_config: FlatConfig) -> Task:
             "run config has no 'task.name'; known tasks: " + ", ".join(list_tasks())
         )
     return task_class(str(run_config["task.name"])).from_run_config(run_config)
+
+
+def _import_task_package(package: str, attempts: int = 3) -> None:
+    """Import a task's package, retrying an import that met a half-made module.
+
+    Flower's simulation starts the ServerApp thread while its main thread is
+    still importing the ClientApp (open_clip, hence transformers); transformers'
+    lazy module is not thread-safe, so ``from transformers import AutoModel``
+    in the other thread can fail once with an ImportError. The failed modules
+    leave ``sys.modules``; a retry after the other import finished succeeds.
+    A genuinely missing package fails every attempt and its error is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            importlib.import_module(package)
+            return
+        except ImportError as err:
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "importing %s failed (%s); retrying in case another thread was "
+                "importing the same libraries",
+                package,
+                err,
+            )
+            time.sleep(1.0)

@@ -41,9 +41,16 @@ def _stop_processes_started_with(flwr_home: Path) -> None:
 
 
 def _env(flwr_home: Path) -> dict[str, str]:
-    # `flwr run` starts `flower-superlink` by name: the venv's bin must be on PATH.
+    # `flwr run` starts `flower-superlink` by name: the venv's bin must be on PATH;
+    # as the README says, the app runs in this environment (no `uv sync` of its
+    # dependencies into a runtime environment of Flower's own).
     path = f"{FLWR.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "FLWR_HOME": str(flwr_home), "PATH": path}
+    return {
+        **os.environ,
+        "FLWR_HOME": str(flwr_home),
+        "PATH": path,
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
 
 
 def _toml_pairs(config: dict) -> str:
