@@ -5,15 +5,17 @@ import logging
 from fedmed.logs import setup_logging
 
 
-def test_each_line_once_and_chatter_at_warning(capfd):
-    # Prepare: Flower's logger carries its own handler
+def test_each_line_once_and_chatter_at_warning(capfd, monkeypatch):
+    # Prepare: a fresh process's loggers: Flower's with its own console handler
+    # only (earlier tests in this process may have added others, and pytest's
+    # capture handlers sit on the root)
     import sys
 
-    from flwr.supercore import log as flower_log  # noqa: F401
+    from flwr.supercore.logger import console_handler
 
-    for handler in logging.getLogger("flwr").handlers:  # bound at import time
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+    monkeypatch.setattr(logging.getLogger("flwr"), "handlers", [console_handler])
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    console_handler.setStream(sys.stderr)  # bound at import time
     setup_logging()
     setup_logging()  # idempotent: a second call adds no handler
     # Execute

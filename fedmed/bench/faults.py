@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("nan_update", 1, 1, "nan", "rejected", "NaN"),
-    Scenario(CORRUPT, 3, 1, None, "rejected", "BadZipFile"),
+    Scenario(CORRUPT, 3, 1, None, "rejected", "truncated or corrupt"),
     Scenario(RESUMED, -1, KILL_AFTER_ROUND + 1, None, "resumed"),
     Scenario("wrong_shape_update", 2, 2, "shape", "rejected", "shape"),
     Scenario("client_raises", 0, 2, "raise", "rejected", "InjectedFault"),
@@ -85,6 +86,42 @@ def corrupt_site_file(data: Path, site: int) -> Path:
     payload = target.read_bytes()
     target.write_bytes(payload[: len(payload) // 2])
     return target
+
+
+def corrupt_once_started(run: Path, data: Path, site: int) -> threading.Thread:
+    """Tear the site's npz once the run has started (its config.json exists).
+
+    ``fedmed simulate`` refuses a data folder with an unreadable file before
+    anything runs; what this scenario measures is a site whose data breaks
+    while the federation runs (a torn copy), which the others must survive.
+    """
+
+    def tear() -> None:
+        deadline = time.time() + 600
+        while not (run / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        corrupt_site_file(data, site)
+
+    thread = threading.Thread(target=tear, daemon=True)
+    thread.start()
+    return thread
+
+
+def corrupt_once_started_again(run: Path, data: Path, site: int) -> None:
+    """As :func:`corrupt_once_started` for a resumed run: once it has appended
+    to metrics.jsonl (its checks passed and it is running)."""
+    metrics = run / "metrics.jsonl"
+    size = metrics.stat().st_size if metrics.exists() else 0
+
+    def tear() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if metrics.exists() and metrics.stat().st_size > size:
+                break
+            time.sleep(0.05)
+        corrupt_site_file(data, site)
+
+    threading.Thread(target=tear, daemon=True).start()
 
 
 def lost_checkpoints(run: Path) -> list[int]:
@@ -250,8 +287,10 @@ def run_faulty(
     data, folder = work_dir / "faults-data", work_dir / "faults-run"
     synthesize(data, SITES, samples_per_site=100, seed=4, heldout_samples=200)
     names = {s.name for s in scenarios}
+    pristine = {p: p.read_bytes() for p in data.glob("site_*/*.npz")}
     if CORRUPT in names:
-        corrupt_site_file(data, next(s.site for s in SCENARIOS if s.name == CORRUPT))
+        site = next(s.site for s in SCENARIOS if s.name == CORRUPT)
+        corrupt_once_started(folder, data, site)
     sets = [
         f"faults={fault_plan(scenarios)}",
         "min-sites=1",
@@ -265,6 +304,10 @@ def run_faulty(
     )
     if RESUMED in names:
         cmd = _restart_after_kill(cmd, run)
+        for path, payload in pristine.items():  # the resumed run starts checked
+            path.write_bytes(payload)
+        if CORRUPT in names:
+            corrupt_once_started_again(folder, data, site)
     done = subprocess.run(
         cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
     )

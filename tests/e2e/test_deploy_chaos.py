@@ -103,6 +103,7 @@ def _run_running(deployment: LocalDeployment) -> bool:
     return any(r.get("status") == "running" for r in runs)
 
 
+@pytest.mark.slow  # ~120 s: a deployment with a site killed mid-run
 @pytest.mark.timeout(600)
 def test_site_killed_mid_run_does_not_stop_the_run_when_min_sites_holds(tmp_path):
     # Prepare

@@ -87,6 +87,7 @@ def test_a_warm_deployed_run_ends_where_the_simulated_run_ends(tmp_path):
     assert site0_log.count("stays warm for the next messages") == 1
 
 
+@pytest.mark.slow  # ~65 s: a deployment with a fault and a killed runner
 @pytest.mark.timeout(900)
 def test_a_raising_message_and_a_killed_runner_do_not_stop_the_run(tmp_path):
     # Prepare: site 1 raises in round 1; site 0's runner is killed before the run

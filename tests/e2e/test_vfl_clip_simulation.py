@@ -84,6 +84,7 @@ def test_vfl_clip_federation_equals_inprocess_protocol_and_learns(tmp_path):
     assert (run / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~75 s: a 6-round federation with both baselines
 def test_vfl_run_report_compares_like_with_like(tmp_path):
     # Prepare: 3 image providers + 1 knowledge provider, mini-batches of 64
     # (epochs of 2 rounds per provider), baselines on
