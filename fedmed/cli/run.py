@@ -134,5 +134,6 @@ def demo(
         synth=True,
         cpus_per_site=1.0,
         gpus_per_site=0.0,
+        ray_address=None,
         tracking_uri=None,
     )
