@@ -59,16 +59,7 @@ def pipeline_for(task) -> StableDiffusionPipeline:
         cfg.tiny_vae,
         task.seed,
     )
-    return StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return parts.pipeline()
 
 
 @torch.no_grad()

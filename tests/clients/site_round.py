@@ -68,7 +68,7 @@ def site_round(
 
 def main() -> None:
     args = json.loads(Path(sys.argv[1]).read_text())
-    arrays = torch.load(args["arrays"])
+    arrays = torch.load(args["arrays"], weights_only=True)
     torch.save(
         site_round(args["run_config"], args["site"], args["num_sites"], arrays),
         sys.argv[2],

@@ -61,7 +61,7 @@ def fresh_process_round(run_config: dict, site: int, arrays: Path, out: Path) ->
         check=True,
         timeout=600,
     )
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 def assert_same(found: dict, expected: dict, what: str) -> None:

@@ -15,11 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin, StableDiffusionPipeline
 
 # Stable Diffusion v1.5 architecture (diffusers / transformers config values).
 SD15_UNET_CONFIG = dict(
@@ -71,6 +75,28 @@ class Backbone:
     tokenizer: CLIPTokenizer
     vae: AutoencoderKL | None
     scheduler: DDPMScheduler
+
+    def pipeline(
+        self, sampler: SchedulerMixin | None = None
+    ) -> StableDiffusionPipeline:
+        """diffusers' text-to-image pipeline over these parts (shared, not copied),
+        sampling with ``sampler`` (default: the training noise scheduler).
+
+        No safety checker: the images are synthetic chest X-rays scored by the
+        project, and the checker's weights would come from the hub.
+        """
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=sampler if sampler is not None else self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
 
 
 def load_pretrained(folder: str | Path) -> Backbone:

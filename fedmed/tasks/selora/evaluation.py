@@ -21,11 +21,12 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, PNDMScheduler, StableDiffusionPipeline
+from diffusers import DDPMScheduler, PNDMScheduler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from fedmed.tasks.selora.backbone import Backbone
 from fedmed.tasks.selora.config import SeLoRAConfig
 from fedmed.tasks.selora.model import TextToImageDiffusion
 
@@ -74,18 +75,17 @@ def generate_images(
     """Images (N, 3, R, R) in [0, 1] for ``prompts`` with the model's adapters."""
     if model.vae is None:
         return sample_pixel_space(model, prompts, seed, steps, guidance, resolution)
-    pipe = StableDiffusionPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=PNDMScheduler.from_config(
-            model.noise_scheduler.config, skip_prk_steps=True
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    sampler = PNDMScheduler.from_config(
+        model.noise_scheduler.config, skip_prk_steps=True
     )
+    parts = Backbone(
+        model.unet,
+        model.text_encoder,
+        model.tokenizer,
+        model.vae,
+        model.noise_scheduler,
+    )
+    pipe = parts.pipeline(sampler)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(
         prompts,

@@ -51,17 +51,7 @@ def fresh_backbone(vae: bool):
 
 def tiny_pipeline() -> StableDiffusionPipeline:
     """An SD pipeline of the task's tiny architecture, built offline from configs."""
-    parts = fresh_backbone(vae=True)
-    return StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return fresh_backbone(vae=True).pipeline()
 
 
 @torch.no_grad()
