@@ -78,6 +78,9 @@ def export_run(
         )
     server_round, state = _checkpoint(run, round)
     task = get_task(json.loads(config_file.read_text()))
+    if not task.writes_artifacts:
+        logger.warning("task %r writes no artefacts; nothing exported", task.name)
+        return []
     model = task.build_model()
     task.load_exchanged(model, state)
     if out is None:
@@ -85,9 +88,7 @@ def export_run(
         name = ARTIFACTS_DIR if is_last else f"{ARTIFACTS_DIR}_round_{server_round}"
         out = run.path / name
     written = task.write_artifacts(model, Path(out))
-    if not written:
-        logger.warning("task %r writes no artefacts; nothing exported", task.name)
-    else:
+    if written:
         logger.info(
             "exported round %d of %s to %s (%d paths)",
             server_round,

@@ -158,7 +158,7 @@ def main(grid: Grid, context: Context) -> None:
             privacy = dp_summary(strategy, platform)
     write_run_summary(run, task, platform, privacy)
     plot_run(run)
-    if run.latest_checkpoint() is not None:
+    if task.writes_artifacts and run.latest_checkpoint() is not None:
         export_run(run.path)  # the final adapters in the formats users load
 
     # fewer rounds than asked, or every site failed a phase: the run failed

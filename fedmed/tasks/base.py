@@ -134,6 +134,9 @@ class Task(ABC):
     #: read-only helpers that are not modules (a tokenizer). Empty: the model
     #: is rebuilt for every message.
     frozen_parts: ClassVar[tuple[str, ...]] = ()
+    #: True when :meth:`write_artifacts` writes files (SeLoRA's adapters): a
+    #: run then exports its final round into ``<run>/adapters/``.
+    writes_artifacts: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, platform: PlatformConfig) -> None:
         """Keep the parsed section and the run's parsed platform keys."""

@@ -59,3 +59,14 @@ def test_load_exchanged_rejects_nan_and_wrong_shape(name):
     with pytest.raises(UpdateRejected):
         task.load_exchanged(model, {**sent, key: torch.zeros(*sent[key].shape, 3)})
     torch.testing.assert_close(task.exchanged(model)[key], before)
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_writes_artifacts_says_whether_write_artifacts_writes(name, tmp_path):
+    # Prepare: runs export only tasks that declare artefacts
+    task = get_task(tiny_run_config(name))
+    # Execute
+    written = task.write_artifacts(task.build_model(), tmp_path / "out")
+    # Assert
+    assert bool(written) == task.writes_artifacts
+    assert all(path.exists() for path in written)

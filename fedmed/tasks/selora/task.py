@@ -58,6 +58,7 @@ class SeLoRATask(Task):
     aggregation = "custom"  # growing ranks, product-space SVD
     #: Adapters inside the U-Net and text encoder stay private to each site.
     frozen_parts = ("unet", "text_encoder", "vae", "tokenizer")
+    writes_artifacts = True  # peft folders and a diffusers LoRA file
 
     default_data_dir = DEFAULT_DATA_DIR
 
