@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +88,8 @@ def corrupt_site_file(data: Path, site: int) -> Path:
     return target
 
 
-def corrupt_once_started(run: Path, data: Path, site: int) -> threading.Thread:
-    """Tear the site's npz once the run has started (its config.json exists).
+def corrupt_when(started: Callable[[], bool], data: Path, site: int) -> None:
+    """Tear the site's npz (in a background thread) once ``started()`` holds.
 
     ``fedmed simulate`` refuses a data folder with an unreadable file before
     anything runs; what this scenario measures is a site whose data breaks
@@ -98,26 +98,7 @@ def corrupt_once_started(run: Path, data: Path, site: int) -> threading.Thread:
 
     def tear() -> None:
         deadline = time.time() + 600
-        while not (run / "config.json").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        corrupt_site_file(data, site)
-
-    thread = threading.Thread(target=tear, daemon=True)
-    thread.start()
-    return thread
-
-
-def corrupt_once_started_again(run: Path, data: Path, site: int) -> None:
-    """As :func:`corrupt_once_started` for a resumed run: once it has appended
-    to metrics.jsonl (its checks passed and it is running)."""
-    metrics = run / "metrics.jsonl"
-    size = metrics.stat().st_size if metrics.exists() else 0
-
-    def tear() -> None:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if metrics.exists() and metrics.stat().st_size > size:
-                break
+        while not started() and time.time() < deadline:
             time.sleep(0.05)
         corrupt_site_file(data, site)
 
@@ -290,7 +271,8 @@ def run_faulty(
     pristine = {p: p.read_bytes() for p in data.glob("site_*/*.npz")}
     if CORRUPT in names:
         site = next(s.site for s in SCENARIOS if s.name == CORRUPT)
-        corrupt_once_started(folder, data, site)
+        # a fresh run has passed its checks once it writes config.json
+        corrupt_when((folder / "config.json").exists, data, site)
     sets = [
         f"faults={fault_plan(scenarios)}",
         "min-sites=1",
@@ -307,7 +289,10 @@ def run_faulty(
         for path, payload in pristine.items():  # the resumed run starts checked
             path.write_bytes(payload)
         if CORRUPT in names:
-            corrupt_once_started_again(folder, data, site)
+            # a resumed run has passed its checks once it appends to metrics
+            metrics = folder / "metrics.jsonl"
+            size = metrics.stat().st_size
+            corrupt_when(lambda: metrics.stat().st_size > size, data, site)
     done = subprocess.run(
         cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
     )
