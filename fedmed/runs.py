@@ -52,6 +52,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
+#: The reason recorded for a site that was asked and never answered in time.
+NO_REPLY = "no reply (timeout)"
+
+
 @dataclass
 class RoundTally:
     """Bytes per site, accepted sites' metrics and rejections of one round phase.

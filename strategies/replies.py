@@ -35,7 +35,7 @@ from flwr.supercore import log
 from torch import Tensor
 
 from fedmed.comm.selection import UpdateRejected
-from fedmed.runs import RoundTally
+from fedmed.runs import NO_REPLY, RoundTally
 from fedmed.wire import (
     ARRAYS,
     METRICS,
@@ -124,7 +124,7 @@ def record_silent(
     for site in asked:
         if site not in heard:
             log(ERROR, "%s: site %s sent no reply in %.0f s", where, site, timeout_s)
-            tally.reject(site, "no reply (timeout)", failed=True)
+            tally.reject(site, NO_REPLY, failed=True)
 
 
 def read_metrics(content: RecordDict) -> dict[str, Any]:

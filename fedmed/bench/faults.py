@@ -34,6 +34,7 @@ from pathlib import Path
 from fedmed.bench.results import REPO_ROOT
 from fedmed.commands import simulate_command
 from fedmed.data.synth_dermamnist import synthesize
+from fedmed.runs import NO_REPLY
 
 SITES = 4
 KILL_AFTER_ROUND = 1
@@ -125,6 +126,8 @@ def _outcome(train: dict, site: int, marker: str = "") -> tuple[str, str]:
     for item in train.get("rejected", []):
         unnamed = item["site"].startswith("node-") and marker
         if item["site"] == str(site) or (unnamed and marker in item["reason"]):
+            if item["reason"] == NO_REPLY:  # asked, never answered
+                return "timed_out", ""
             return "rejected", item["reason"]
     if str(site) in train.get("sites", {}):
         return "accepted", ""
@@ -147,7 +150,8 @@ def _accounted(train: dict) -> bool:
         if _outcome(train, k, markers.get(k, ""))[0] == "timed_out"
     }
     stalled = {s.site for s in SCENARIOS if s.fault == "sleep" and s.round == rnd}
-    answered = train.get("accepted", 0) + len(train.get("rejected", []))
+    refused = [r for r in train.get("rejected", []) if r["reason"] != NO_REPLY]
+    answered = train.get("accepted", 0) + len(refused)
     return answered + len(silent) == SITES and silent <= stalled
 
 
