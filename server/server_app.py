@@ -76,6 +76,8 @@ def horizontal_strategy(
         "max_examples": platform.max_examples_per_site,
         "max_update_norm": platform.max_update_norm,
         "timeout_s": platform.round_timeout_s,
+        "evaluate_with_train": platform.evaluate_with_train,
+        "last_round": platform.num_server_rounds,
     }
     if platform.differential_privacy:
         return AdapterDPFixedClipping(

@@ -19,6 +19,15 @@ is the task's (``Task.aggregate``), metric means are Flower's hooks
 (``train_metrics_aggr_fn``/``evaluate_metrics_aggr_fn``); this class only
 screens, bounds, records and repacks.
 
+One message per round (``evaluate_with_train``): each train message after
+the first carries ``evaluate-first``, so a site evaluates the aggregate it
+receives (the previous round's) before training on it and returns both in
+one reply; the evaluation is recorded as that earlier round's ``evaluate``
+row (``carried_by: train``, its bytes and wall time counted with the train
+message that carried it) and only the last round sends an evaluate message.
+The numbers are the same as with separate messages: the same model is
+evaluated on the same data.
+
 A wrapper (central DP) composes with it through :meth:`screen_train`,
 :meth:`skip_train` and :meth:`release_train`: it screens the same way,
 combines the updates its own way and releases the result through the same
@@ -39,15 +48,18 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from torch import Tensor
 
+from fedmed.comm.selection import UpdateRejected
 from fedmed.config import PlatformConfig
 from fedmed.privacy.dp import clip_update, update_norm
 from fedmed.privacy.weighted_sum import require_mean_aggregation
 from fedmed.runs import RoundTally, RunDirectory
 from fedmed.tasks.base import Task
 from fedmed.wire import (
+    EVALUATE_FIRST,
     STATISTICS,
     describe_payload,
     payload_bytes,
+    prior_evaluation,
     record_to_state,
     state_to_record,
 )
@@ -82,6 +94,8 @@ class AdapterFedAvg(FedAvg):
         max_examples: int = DEFAULT_MAX_EXAMPLES,
         max_update_norm: float = 0.0,
         timeout_s: float = 3600.0,
+        evaluate_with_train: bool = False,
+        last_round: int = 0,
     ) -> None:
         if min_sites < 1:
             raise ValueError(f"min_sites must be >= 1, found {min_sites}")
@@ -104,6 +118,13 @@ class AdapterFedAvg(FedAvg):
         self.min_sites, self.round_offset = min_sites, round_offset
         self.max_examples, self.max_update_norm = max_examples, max_update_norm
         self.timeout_s = timeout_s
+        #: One message per round (module doc); ``last_round`` is the run's
+        #: last round, the one that still sends an evaluate message.
+        self.evaluate_with_train, self.last_round = evaluate_with_train, last_round
+        #: The round whose aggregate the next train message evaluates.
+        self.pending_evaluation: int | None = (
+            pending_evaluation(run, round_offset) if evaluate_with_train else None
+        )
         #: Who each node is; chosen from the first grid seen (identity module).
         self.identity: SiteIdentity | None = None
         self.tally = RoundTally()
@@ -119,6 +140,8 @@ class AdapterFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.pending_evaluation is not None:
+            config = ConfigRecord({**config, EVALUATE_FIRST: True})
         messages = super().configure_train(
             self.round_of(server_round), arrays, config, grid
         )
@@ -149,6 +172,11 @@ class AdapterFedAvg(FedAvg):
         self, round_k: int, replies: Iterable[Message]
     ) -> list[Accepted[SiteUpdate]]:
         """The valid updates of this round; the rest are logged and recorded."""
+        replies = list(replies)
+        if self.pending_evaluation is not None:
+            self._record_carried_evaluation(self.pending_evaluation, replies)
+        if self.evaluate_with_train:
+            self.pending_evaluation = round_k
         reference, validate = self.reference, self.task.validate_update
         cap = self.max_examples
         updates = self._screen(
@@ -214,9 +242,11 @@ class AdapterFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = super().configure_evaluate(
-            self.round_of(server_round), arrays, config, grid
-        )
+        round_k = self.round_of(server_round)
+        if self.evaluate_with_train and round_k < self.last_round:
+            return []  # the next train message carries this evaluation
+        self.pending_evaluation = None
+        messages = super().configure_evaluate(round_k, arrays, config, grid)
         return self._send(messages, arrays, grid)
 
     def aggregate_evaluate(
@@ -224,20 +254,52 @@ class AdapterFedAvg(FedAvg):
     ) -> MetricRecord | None:
         """Example-weighted means of the sites' metrics, plus pooled metrics."""
         round_k = self.round_of(server_round)
+        if self.evaluate_with_train and round_k < self.last_round:
+            return None  # recorded when the next train replies bring it
+        return self._evaluation(round_k, replies, self.tally)
+
+    def _record_carried_evaluation(self, round_k: int, replies: list[Message]) -> None:
+        """Record round ``round_k``'s evaluation from the train replies that
+        carried it; their bytes and wall time stay with the train row."""
+        self._evaluation(
+            round_k, replies, RoundTally(), part=prior_evaluation, carried_by="train"
+        )
+
+    def _evaluation(
+        self,
+        round_k: int,
+        replies: Iterable[Message],
+        tally: RoundTally,
+        part: Callable[[RecordDict], RecordDict | None] | None = None,
+        **extra: Any,
+    ) -> MetricRecord | None:
+        """Screen evaluation replies (or the ``part`` of replies that holds
+        one), record the round's ``evaluate`` row, return its metrics."""
         cap = self.max_examples
+
+        def read(content: RecordDict) -> dict[str, Any]:
+            evaluation = content if part is None else part(content)
+            if evaluation is None:
+                raise UpdateRejected("reply carries no evaluation")
+            return read_evaluation(evaluation, cap)
+
         evaluated = self._screen(
-            round_k, replies, lambda content: read_evaluation(content, cap)
+            round_k, replies, read, tally=tally, count_bytes=part is None
         )
         for reply in evaluated:
-            self.tally.accept(reply.site, reply.value)
-        contents = [reply.content for reply in evaluated]
+            tally.accept(reply.site, reply.value)
+        contents = [
+            reply.content if part is None else cast(RecordDict, part(reply.content))
+            for reply in evaluated
+        ]
         aggregated: dict[str, Any] = {}
         if contents:
             aggregated = dict(
                 self.evaluate_metrics_aggr_fn(contents, self.weighted_by_key)
             )
         aggregated.update(self._pooled(contents))
-        self._record(round_k, "evaluate", aggregated)
+        wall = None if part is None else 0.0
+        self._record(round_k, "evaluate", aggregated, tally=tally, wall_s=wall, **extra)
         log(INFO, "round %d evaluation: %s", round_k, aggregated)
         if not aggregated:
             return None
@@ -279,25 +341,34 @@ class AdapterFedAvg(FedAvg):
         return messages
 
     def _screen(
-        self, round_k: int, replies: Iterable[Message], read: Callable[[RecordDict], T]
+        self,
+        round_k: int,
+        replies: Iterable[Message],
+        read: Callable[[RecordDict], T],
+        *,
+        tally: RoundTally | None = None,
+        count_bytes: bool = True,
     ) -> list[Accepted[T]]:
         """:func:`screen_replies` with authenticated site names; every site
-        asked that sent nothing is recorded as failed."""
+        asked that sent nothing is recorded as failed (in ``tally``, default
+        the strategy's own)."""
         if self.identity is None:
             self.identity = SiteIdentity()
         identity, replies = self.identity, list(replies)
+        tally = self.tally if tally is None else tally
         screened = screen_replies(
             replies,
             read,
-            self.tally,
+            tally,
             where=f"round {round_k}",
             site_of=self._site_of,
             vet=identity.vet,
+            count_bytes=count_bytes,
         )
         answered = {identity.node_of(msg) for msg in replies}
         silent = [identity.of_node(n) for n in identity.asked_nodes() - answered]
         where = f"round {round_k}"
-        record_silent(self.tally, silent, [], where=where, timeout_s=self.timeout_s)
+        record_silent(tally, silent, [], where=where, timeout_s=self.timeout_s)
         return screened
 
     def _site_of(self, msg: Message) -> str:
@@ -311,9 +382,29 @@ class AdapterFedAvg(FedAvg):
         return site
 
     def _record(
-        self, round_k: int, phase: str, aggregated: Mapping[str, Any], **extra: Any
+        self,
+        round_k: int,
+        phase: str,
+        aggregated: Mapping[str, Any],
+        *,
+        tally: RoundTally | None = None,
+        wall_s: float | None = None,
+        **extra: Any,
     ) -> None:
-        wall_s = time.perf_counter() - self.started
-        self.run.record_round(
-            round_k, phase, aggregated, self.tally, wall_s=wall_s, **extra
-        )
+        """One metrics row; ``wall_s`` defaults to the time since the phase's
+        messages were sent."""
+        if wall_s is None:
+            wall_s = time.perf_counter() - self.started
+        tally = self.tally if tally is None else tally
+        self.run.record_round(round_k, phase, aggregated, tally, wall_s=wall_s, **extra)
+
+
+def pending_evaluation(run: RunDirectory, round_offset: int) -> int | None:
+    """The round a resumed run still owes an evaluation (its last checkpoint's,
+    when the run stopped before recording it); None for a fresh run."""
+    if round_offset == 0:
+        return None
+    recorded = {
+        row["round"] for row in run.read_metrics() if row.get("phase") == "evaluate"
+    }
+    return None if round_offset in recorded else round_offset

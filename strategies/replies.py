@@ -85,11 +85,14 @@ def screen_replies(
     where: str,
     site_of: Callable[[Message], str],
     vet: Callable[[Message, str], None] | None = None,
+    count_bytes: bool = True,
 ) -> list[Accepted[T]]:
     """Keep the replies ``read`` accepts; log and record every other one.
 
     ``vet(msg, site)`` may refuse a reply before it is read (raising
     ``UpdateRejected``), e.g. a node claiming another site than before.
+    ``count_bytes=False`` reads a part of replies whose bytes another phase
+    counts (an evaluation carried by a train reply).
     """
     accepted = []
     for msg in replies:
@@ -98,7 +101,10 @@ def screen_replies(
             log(ERROR, "%s: site %s failed:\n%s", where, site, msg.error.reason)
             tally.reject(site, short_reason(msg.error.reason), failed=True)
             continue
-        tally.received(site, payload_bytes(msg.content), describe_payload(msg.content))
+        if count_bytes:
+            tally.received(
+                site, payload_bytes(msg.content), describe_payload(msg.content)
+            )
         try:
             if vet is not None:
                 vet(msg, site)

@@ -46,6 +46,13 @@ class PlatformConfig:
     ``config.json``, ``summary.json`` and report say so. ``tracking-uri`` is the
     MLflow store the run is logged to: empty means ``mlflow.db`` (SQLite) next
     to the run folder, ``off`` turns tracking off.
+
+    ``evaluate-with-train = true`` makes a round one message per site: a site
+    evaluates the aggregate it receives before training on it and sends both
+    back; only the last round sends a separate evaluate message. Same numbers,
+    half the messages (what a deployed round pays for). Plain and DP FedAvg
+    only: secure aggregation sums its evaluation in its own protocol, and
+    with ``fraction-train < 1`` the sites not sampled would go unevaluated.
     """
 
     task_name: str = "classify"
@@ -73,6 +80,7 @@ class PlatformConfig:
     fault_sleep_s: float = 5.0
     synthetic_data: bool = False
     tracking_uri: str = ""
+    evaluate_with_train: bool = False
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:
@@ -106,6 +114,8 @@ class PlatformConfig:
             )
         if self.secure_aggregation:
             self._check_secure_aggregation()
+        if self.evaluate_with_train:
+            self._check_evaluate_with_train()
         if self.differential_privacy:
             self._check_differential_privacy()
 
@@ -130,6 +140,22 @@ class PlatformConfig:
                 f"{self.comm_dtype!r}: masked updates travel as 64-bit fixed-point "
                 "integers (a codec cannot compress what it cannot see) and the "
                 "aggregate goes back in fp32; set comm-dtype=fp32"
+            )
+
+    def _check_evaluate_with_train(self) -> None:
+        """One message per round needs every site in every train round, and the
+        plain evaluation path (secure aggregation has its own)."""
+        if self.secure_aggregation:
+            raise ConfigError(
+                "evaluate-with-train=true and secure-aggregation=true cannot be "
+                "combined: secure evaluation sums the sites' metrics in its own "
+                "protocol round; set evaluate-with-train=false"
+            )
+        if self.fraction_train < 1.0:
+            raise ConfigError(
+                f"evaluate-with-train=true needs fraction-train=1, found "
+                f"{self.fraction_train}: sites left out of a train round would "
+                "go unevaluated; set fraction-train=1 or evaluate-with-train=false"
             )
 
     def _check_differential_privacy(self) -> None:

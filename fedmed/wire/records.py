@@ -21,6 +21,11 @@ STATISTICS = "statistics"
 NUM_EXAMPLES = "num-examples"
 SITE_ID = "site-id"
 SERVER_ROUND = "server-round"
+#: Train config flag: evaluate the received model before training on it, and
+#: send that evaluation with the update (one message per round).
+EVALUATE_FIRST = "evaluate-first"
+#: Where a train reply carries that evaluation: ``PRIOR + METRICS`` etc.
+PRIOR = "evaluated-"
 
 
 def state_to_record(state: Mapping[str, Tensor], codec: str) -> ArrayRecord:
@@ -85,3 +90,14 @@ def metric_record(values: Mapping[str, float | int | list[float]]) -> MetricReco
     return MetricRecord(
         {k: v if isinstance(v, list) else float(v) for k, v in values.items()}
     )
+
+
+def prior_evaluation(content: RecordDict) -> RecordDict | None:
+    """The evaluation a train reply carries (``evaluate-first``), as the content
+    of an evaluate reply (``metrics``, optional ``statistics``); None if absent."""
+    if PRIOR + METRICS not in content:
+        return None
+    evaluation = RecordDict({METRICS: content[PRIOR + METRICS]})
+    if PRIOR + STATISTICS in content:
+        evaluation[STATISTICS] = content[PRIOR + STATISTICS]
+    return evaluation

@@ -109,3 +109,40 @@ def test_killed_run_resumes_to_configured_rounds(tmp_path, derma):
     assert rounds == sorted(set(rounds)) and rounds[-1] == 3 and rounds[0] == 1
     heldout = [r["round"] for r in records(run) if r["phase"] == "heldout"]
     assert heldout == sorted(set(heldout)) and heldout[-1] == 3
+
+
+def test_one_message_rounds_train_and_score_the_same_model(tmp_path, derma):
+    # Prepare: the same 2-round run with a train and an evaluate message per
+    # round, and with the evaluation carried by the next train message
+    runs = {}
+    for fused in (False, True):
+        run = runs[fused] = tmp_path / f"fused-{fused}"
+        flag = f"evaluate-with-train={str(fused).lower()}"
+        subprocess.run(
+            simulate_args(run, derma, 2, "--set", flag, "--no-compare"),
+            check=True,
+            cwd=REPO,
+            timeout=600,
+        )
+    # Assert: bit-identical checkpoints, the same evaluation of each round,
+    # and only the last round's evaluation sent in a message of its own
+    for k in (1, 2):
+        name = f"checkpoints/round_{k}.safetensors"
+        assert (runs[True] / name).read_bytes() == (runs[False] / name).read_bytes()
+    scores = {
+        fused: {
+            r["round"]: r["aggregated"]
+            for r in records(run)
+            if r["phase"] == "evaluate"
+        }
+        for fused, run in runs.items()
+    }
+    assert scores[True] == scores[False] and set(scores[True]) == {1, 2}
+    network = {
+        fused: json.loads((run / "summary.json").read_text())["network"]
+        for fused, run in runs.items()
+    }
+    assert network[False]["evaluate"]["down"]["messages"] == 6
+    assert network[True]["evaluate"]["down"]["messages"] == 3
+    assert network[True]["train"]["down"]["messages"] == 6
+    assert "evaluated-metrics" in network[True]["train"]["up"]["carried"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from flwr.app import Message
 from safetensors.torch import load_file
 
-from fedmed.wire import payload_bytes, record_to_state
+from fedmed.wire import EVALUATE_FIRST, PRIOR, payload_bytes, record_to_state
 from strategies.adapter_fedavg import AdapterFedAvg
 from tests.strategies.conftest import (
     asks,
@@ -155,3 +156,82 @@ def test_bytes_sent_before_a_site_is_known_are_counted_under_its_name(task, run)
     for row in train:
         assert set(row["sites"]) == {"0"}
         assert row["sites"]["0"]["bytes_down"] == row["bytes_down"] == down
+
+
+def carried(ask, state, examples: int, tested: int, **evaluation) -> Message:
+    """A train reply that also carries the evaluation of the model it received."""
+    reply = update_reply(ask, state, examples)
+    prior = evaluate_reply(ask, tested, **evaluation).content
+    for key, record in prior.items():
+        reply.content[PRIOR + key] = record
+    return reply
+
+
+def test_one_message_rounds_record_each_evaluation_under_its_own_round(task, run):
+    # Prepare: 3 rounds, one message per round; round 2's train replies carry
+    # the evaluation of round 1's aggregate (site 1 sends none, site 2 crashed)
+    strategy = AdapterFedAvg(
+        task, run, min_sites=1, evaluate_with_train=True, last_round=3
+    )
+    first = asks(strategy, 2)
+    assert all(EVALUATE_FIRST not in m.content["config"] for m in first)
+    strategy.aggregate_train(1, [update_reply(a, filled(1.0), 10) for a in first])
+    assert asks(strategy, 2, phase="evaluate") == []
+    assert strategy.aggregate_evaluate(1, []) is None
+    second = asks(strategy, 3, server_round=2)
+    assert all(m.content["config"][EVALUATE_FIRST] for m in second)
+    replies = [
+        carried(second[0], filled(2.0), 10, 10, counts=[9.0, 10.0], accuracy=0.9),
+        update_reply(second[1], filled(4.0), 10),
+        error_reply(second[2], "Traceback\nValueError: corrupt npz"),
+    ]
+    # Execute
+    strategy.aggregate_train(2, replies)
+    # Assert: round 1's evaluation row comes first, from site 0 only; the
+    # bytes stay with the train row that carried them; both updates count
+    evaluate, train = run.read_metrics()[-2:]
+    assert (evaluate["round"], evaluate["phase"]) == (1, "evaluate")
+    assert evaluate["carried_by"] == "train" and evaluate["bytes_up"] == 0
+    assert evaluate["aggregated"]["accuracy"] == pytest.approx(0.9)
+    assert evaluate["aggregated"]["pooled_accuracy"] == pytest.approx(0.9)
+    assert set(evaluate["sites"]) == {"0"}
+    reasons = {r["site"]: r["reason"] for r in evaluate["rejected"]}
+    assert reasons == {
+        "1": "reply carries no evaluation",
+        "node-102": "ValueError: corrupt npz",
+    }
+    assert (train["round"], train["phase"], train["accepted"]) == (2, "train", 2)
+    assert train["bytes_up"] == sum(payload_bytes(r.content) for r in replies[:2])
+    # the last round evaluates in its own message, recorded as usual
+    strategy.aggregate_train(
+        3, [update_reply(a, filled(1.0), 10) for a in asks(strategy, 2, server_round=3)]
+    )
+    last = asks(strategy, 2, phase="evaluate", server_round=3)
+    assert len(last) == 2 and all(
+        EVALUATE_FIRST not in m.content.get("config", {}) for m in last
+    )
+    strategy.aggregate_evaluate(3, [evaluate_reply(a, 5, accuracy=0.5) for a in last])
+    phases = [(r["round"], r["phase"]) for r in run.read_metrics()]
+    assert phases == [
+        (1, "train"),
+        (1, "evaluate"),
+        (2, "train"),
+        (2, "evaluate"),
+        (3, "train"),
+        (3, "evaluate"),
+    ]
+
+
+def test_a_resumed_run_evaluates_the_checkpoint_it_never_evaluated(task, run):
+    # Prepare: the run stopped after round 4's train row, before its evaluation
+    run.record_round(4, "train", {})
+    strategy = AdapterFedAvg(
+        task, run, round_offset=4, evaluate_with_train=True, last_round=6
+    )
+    # Execute / Assert: the resumed run's first train message evaluates round 4
+    assert all(m.content["config"][EVALUATE_FIRST] for m in asks(strategy, 2))
+    run.record_round(4, "evaluate", {})
+    again = AdapterFedAvg(
+        task, run, round_offset=4, evaluate_with_train=True, last_round=6
+    )
+    assert all(EVALUATE_FIRST not in m.content["config"] for m in asks(again, 2))
