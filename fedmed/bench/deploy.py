@@ -3,10 +3,12 @@
 Two measurements, both on the closed deployment of ``fedmed.deploy`` (Fleet
 gate, TLS, node authentication, pinned app):
 
-* **fixed cost** (loopback): the fedmed app itself (classify, tiny config),
-  deployed vs simulated on the same data and sites. ``fixed_cost_s_per_site``
-  is the deployed round minus the warm simulated round (rounds after the
-  first): each site's per-round overhead (sites run side by side).
+* **fixed cost** (loopback): the fedmed app itself (classify, tiny config,
+  one message per round: ``evaluate-with-train``), deployed vs simulated on
+  the same data and sites. ``fixed_cost_s_per_site`` is the deployed round
+  minus the simulated round, both in steady state (the median of the rounds
+  between the first, which warms up, and the last, which adds the final
+  evaluate message): each site's per-round overhead (sites run side by side).
 * **payload over a link**: a payload-only Flower app moves paper-size updates
   (ViT-B/16 full fine-tuning, its LoRA adapter, FPT's side network + prompts;
   fp32, random values so nothing deduplicates) down to a site and back, over
@@ -48,6 +50,7 @@ TINY_CONFIG = REPO_ROOT / "configs" / "classify_tiny.toml"
 UPLINKS_MBIT = (100, 50, 10)
 FP32 = 4
 VIT_B16 = {"classify.model": "vit_base_patch16_224"}
+ONE_MESSAGE_ROUNDS = {"evaluate-with-train": True}
 PAYLOAD_APP = {
     "pyproject.toml": """\
 [build-system]
@@ -272,10 +275,13 @@ def link_payloads(
 
 def app_fixed_cost(work: Path, sites: int, rounds: int) -> dict:
     """The fedmed app (classify tiny) deployed vs simulated: per-round walls."""
+    if rounds < 3:
+        raise ValueError("the steady state needs >= 3 rounds (first and last excluded)")
     data = work / "data"
     simulated = _round_walls(_simulate(work / "sim", data, sites, rounds))
     config = {
         **_toml(TINY_CONFIG),
+        **ONE_MESSAGE_ROUNDS,
         "num-server-rounds": rounds,
         "run-dir": str(work / "deployed-run"),
         "data-dir": str(data),
@@ -289,8 +295,8 @@ def app_fixed_cost(work: Path, sites: int, rounds: int) -> dict:
         outcome = drive_run(d, REPO_ROOT, config, max_resubmits=0)
     deployed = _round_walls(outcome.run_dir)
     steady_dep, steady_sim = (
-        statistics.median(deployed[1:]),
-        statistics.median(simulated[1:]),
+        statistics.median(deployed[1:-1]),
+        statistics.median(simulated[1:-1]),
     )
     return {
         "link": "loopback",
@@ -299,6 +305,8 @@ def app_fixed_cost(work: Path, sites: int, rounds: int) -> dict:
         "sites": sites,
         "round_s": round(steady_dep, 2),
         "first_round_s": round(deployed[0], 2),
+        "rounds": rounds,
+        "messages_per_round": 1,
         "simulated_round_s": round(steady_sim, 2),
         "fixed_cost_s_per_site": round(steady_dep - steady_sim, 2),
     }
@@ -306,7 +314,13 @@ def app_fixed_cost(work: Path, sites: int, rounds: int) -> dict:
 
 def _simulate(out: Path, data: Path, sites: int, rounds: int) -> Path:
     command = simulate_command(
-        "classify", out, data, sites, rounds, run_config=TINY_CONFIG
+        "classify",
+        out,
+        data,
+        sites,
+        rounds,
+        run_config=TINY_CONFIG,
+        extra=["--set", "evaluate-with-train=true"],
     )
     done = subprocess.run(
         command, cwd=REPO_ROOT, capture_output=True, text=True, check=False
@@ -332,7 +346,7 @@ def run_deploy(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
     if quick:
         payloads.pop("full")
     rounds = 2 if quick else 3
-    rows = [app_fixed_cost(work_dir / "app", sites=2, rounds=rounds)]
+    rows = [app_fixed_cost(work_dir / "app", sites=2, rounds=rounds + 2)]
     rows += loopback_payloads(work_dir / "loopback", payloads, rounds)
     skipped = namespaces_available()
     if not skipped:

@@ -51,6 +51,19 @@ def local_sites(
     ]
 
 
+def deployment_defaults(config: Mapping[str, Scalar]) -> dict[str, Scalar]:
+    """``config`` with one message per round (``evaluate-with-train``) unless
+    it says otherwise or cannot have it (secure aggregation, sampled sites):
+    a deployed round pays for every message, a simulated one hardly does."""
+    config = dict(config)
+    if "evaluate-with-train" not in config:
+        config["evaluate-with-train"] = (
+            not bool(config.get("secure-aggregation", False))
+            and float(config.get("fraction-train", 1.0)) == 1.0
+        )
+    return config
+
+
 def run_local(
     config: Mapping[str, Scalar],
     app_dir: Path,
@@ -68,7 +81,7 @@ def run_local(
     """Start the deployment, run ``config`` to its end, stop every process."""
     from fedmed.tasks import get_task
 
-    config = dict(config)
+    config = deployment_defaults(config)
     data_root = Path(str(config["data-dir"])).resolve()
     config["data-dir"] = str(data_root)
     if synth and not data_root.exists():

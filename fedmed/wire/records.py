@@ -1,7 +1,10 @@
 """Message keys and tensor codecs every fedmed message shares.
 
-Wire keys use Flower's spellings. States travel as ``ArrayRecord`` of numpy
-arrays produced by :mod:`fedmed.comm.codecs`; nothing is ever pickled.
+Wire keys use Flower's spellings. A tensor state travels as an
+``ArrayRecord`` holding one packed array (``PACKED``: the arrays
+:mod:`fedmed.comm.codecs` produces, laid out by :mod:`fedmed.wire.packing`),
+so a message costs the same few Flower objects whatever its tensor count;
+nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import Tensor
 
 from fedmed.comm.codecs import decode, encode
+from fedmed.wire.packing import pack_arrays, packed_layout, unpack_arrays
 
 ARRAYS = "arrays"
 METRICS = "metrics"
@@ -21,6 +25,8 @@ STATISTICS = "statistics"
 NUM_EXAMPLES = "num-examples"
 SITE_ID = "site-id"
 SERVER_ROUND = "server-round"
+#: The one array of a packed tensor state.
+PACKED = "packed-state"
 #: Train config flag: evaluate the received model before training on it, and
 #: send that evaluation with the update (one message per round).
 EVALUATE_FIRST = "evaluate-first"
@@ -29,14 +35,24 @@ PRIOR = "evaluated-"
 
 
 def state_to_record(state: Mapping[str, Tensor], codec: str) -> ArrayRecord:
-    """Encode a tensor state for the wire."""
-    encoded = encode(state, codec)
-    return arrays_to_record({k: np.ascontiguousarray(v) for k, v in encoded.items()})
+    """Encode a tensor state for the wire: one packed array."""
+    return ArrayRecord({PACKED: Array(pack_arrays(encode(state, codec)))})
 
 
 def record_to_state(record: ArrayRecord) -> dict[str, Tensor]:
-    """Decode an ``ArrayRecord`` back to float32 tensors."""
-    return decode(record_to_arrays(record))
+    """Decode an ``ArrayRecord`` back to float32 tensors (packed, or one array
+    per tensor as :func:`arrays_to_record` writes them)."""
+    return decode(_unpacked(record))
+
+
+def _unpacked(record: ArrayRecord) -> dict[str, np.ndarray]:
+    if PACKED not in record:
+        return record_to_arrays(record)
+    if len(record) != 1:
+        raise ValueError(
+            f"a packed state comes alone in its record, found {list(record)}"
+        )
+    return unpack_arrays(record[PACKED].numpy())
 
 
 def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -69,10 +85,25 @@ def describe_payload(content: RecordDict) -> dict[str, dict[str, int]]:
     shape: dict[str, dict[str, int]] = {}
     for key, record in content.items():
         if isinstance(record, ArrayRecord):
-            shape[key] = {name: len(array.data) for name, array in record.items()}
+            shape[key] = _array_sizes(record)
         elif isinstance(record, MetricRecord | ConfigRecord):
             shape[key] = {name: _value_bytes(v) for name, v in record.items()}
     return shape
+
+
+def _array_sizes(record: ArrayRecord) -> dict[str, int]:
+    """Bytes per array; a packed state's tensors by name (raw bytes), its
+    header and padding under ``PACKED``."""
+    sizes = {name: len(array.data) for name, array in record.items()}
+    if PACKED not in sizes:
+        return sizes
+    try:
+        layout = packed_layout(record[PACKED].numpy())
+    except ValueError:
+        return sizes  # unreadable: counted whole, refused where it is read
+    inner = {name: nbytes for name, _, _, _, nbytes in layout}
+    inner[PACKED] = sizes.pop(PACKED) - sum(inner.values())
+    return {**sizes, **inner}
 
 
 def _value_bytes(value: object) -> int:

@@ -4,7 +4,6 @@ site writes (strategies/identity.py), in deployment, simulation and fallback."""
 from __future__ import annotations
 
 import pytest
-import torch
 from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
 from flwr.server.superlink.linkstate import LinkStateFactory
 from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
@@ -13,7 +12,7 @@ from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
 from fedmed.deploy.registry import REGISTRY_ENV, SiteRecord, SiteRegistry
-from fedmed.wire import state_to_record
+from fedmed.wire import record_to_state, state_to_record
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.identity import SiteIdentity, directory_for
 from tests.privacy.scripted_sites import ScriptedGrid, honest, lost
@@ -30,7 +29,7 @@ NODE = 100
 def start(strategy, grid, rounds=1):
     initial = state_to_record(reference_state(), "fp32")
     result = strategy.start(grid, initial, num_rounds=rounds, timeout=5.0)
-    return {k: torch.from_numpy(v.numpy()) for k, v in result.arrays.items()}
+    return record_to_state(result.arrays)
 
 
 def rows(run, phase):  # noqa: F811 - the fixture

@@ -19,7 +19,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from clients.faults import fault_mod
 from fedmed.config import ConfigError, PlatformConfig
 from fedmed.privacy.dp import clip_update, update_norm
-from fedmed.wire import METRICS, NUM_EXAMPLES, SITE_ID, metric_record, state_to_record
+from fedmed.wire import (
+    METRICS,
+    NUM_EXAMPLES,
+    SITE_ID,
+    metric_record,
+    record_to_state,
+    state_to_record,
+)
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import AdapterDPFixedClipping
 from tests.privacy.scripted_sites import (
@@ -45,7 +52,7 @@ def start(strategy, grid: ScriptedGrid, rounds: int = 2):
     """Run ``rounds`` rounds; the final global state."""
     initial = state_to_record(reference_state(), "fp32")
     result = strategy.start(grid, initial, num_rounds=rounds, timeout=5.0)
-    return {k: torch.from_numpy(v.numpy()) for k, v in result.arrays.items()}
+    return record_to_state(result.arrays)
 
 
 def rows(run, phase):  # noqa: F811 - the fixture
