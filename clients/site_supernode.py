@@ -23,7 +23,7 @@ exits), instead of Flower starting a fresh ClientApp process per message. The
 runner proves itself with a random secret made at every start (owner-only
 file in a private temporary folder, removed at exit). The SuperNode's waits
 (3 s between polls of the SuperLink when idle, 0.5 s for a reply) are cut to
-``--poll-interval`` (default 0.25 s) so a message does not sit idle.
+``--poll-interval`` (default 0.25 s) and 50 ms, so a message does not sit idle.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ log = logging.getLogger("clients.site_supernode")  # also when run as __main__
 PIN_ENTITY = "fedmed-site-pin"
 SUPPORTED_FLOWER = "1.42."
 POLL_S = 0.25
+LOCAL_WAIT_S = 0.05
+#: How often the warm runner asks its own SuperNode (loopback) for a message.
+RUNNER_POLL_S = 0.1
 RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 RESTART_S = 1.0
 
@@ -105,7 +108,9 @@ def install_app_pin(pin_file: Path) -> None:
 
 
 def install_short_polls(poll_s: float) -> None:
-    """Cap the SuperNode loop's sleeps (idle SuperLink polls, reply waits).
+    """Cap the SuperNode loop's sleeps: its idle wait between SuperLink polls
+    (3 s) at ``poll_s``, its waits on this machine (0.5 s for the runner's
+    reply or an object's content) at ``LOCAL_WAIT_S``.
 
     A message polled that promptly may arrive before the ServerApp has pushed
     all its objects; Flower retries an unavailable object after 1 s, doubling,
@@ -117,7 +122,9 @@ def install_short_polls(poll_s: float) -> None:
         node.pull_objects, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S
     )
     node.time = SimpleNamespace(
-        sleep=lambda seconds: time.sleep(min(seconds, poll_s)),
+        sleep=lambda seconds: time.sleep(
+            min(seconds, poll_s if seconds >= 1.0 else LOCAL_WAIT_S)
+        ),
         time=time.time,
         monotonic=time.monotonic,
         perf_counter=time.perf_counter,
@@ -195,7 +202,7 @@ def warm_worker_command(
         *("--secret-file", str(secret)),
         *("--trusted-apps", str(pin_file)),
         *("--parent-pid", str(os.getpid())),
-        *("--poll-interval", str(poll_s)),
+        *("--poll-interval", str(min(poll_s, RUNNER_POLL_S))),
     ]
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -123,6 +125,9 @@ def run_bench(
     from fedmed.commands import apply_hermetic_env
 
     apply_hermetic_env()
+    # a terminated bench unwinds, stopping the deployments and network
+    # namespaces it started (Python's default SIGTERM exits without cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
     # One intra-op thread, as a simulated site (Ray actor) has: in-process

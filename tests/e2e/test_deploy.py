@@ -130,8 +130,15 @@ def test_three_sites_train_two_rounds_over_tls_with_node_auth(tmp_path):
     } <= layout
     superlink_log = (work / "logs" / "superlink.log").read_text()
     assert f"running on https://{LOOPBACK}" in superlink_log
-    for k in range(3):  # each site ran the app because it pinned its hash
-        assert "is trusted by" in (work / "logs" / f"site-{k}.log").read_text()
+    for k in range(3):  # each site ran the app because it pinned its hash, in
+        # one warm process that served every message
+        site_log = (work / "logs" / f"site-{k}.log").read_text()
+        assert "is trusted by" in site_log
+        assert site_log.count("stays warm for the next messages") == 1
+    # one message per round: round 1's evaluation came with round 2's training
+    evaluate = {r["round"]: r for r in records(run) if r["phase"] == "evaluate"}
+    assert set(evaluate) == {1, 2} and evaluate[1]["carried_by"] == "train"
+    assert "carried_by" not in evaluate[2] and len(evaluate[2]["sites"]) == 3
     registry = json.loads((work / "state" / "sites.json").read_text())
     assert sorted(registry["sites"]) == ["site-0", "site-1", "site-2"]
     assert "round 2 train: 3 sites" in done.stdout

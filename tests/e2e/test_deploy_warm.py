@@ -48,15 +48,16 @@ def one_runner(deployment: LocalDeployment, site: str) -> int:
     return runner_pids(deployment, site)[0]
 
 
+@pytest.mark.slow  # ~100 s; the default suite's deploy e2e covers warm runners
 @pytest.mark.timeout(900)
 def test_a_warm_deployed_run_ends_where_the_simulated_run_ends(tmp_path):
-    # Prepare
+    # Prepare: a simulation with two messages per round, a deployment with one
     data = synth_sites(tmp_path / "data", sites=2, samples=100)
     simulated, deployed = tmp_path / "sim", tmp_path / "run"
     command = simulate_command("classify", simulated, data, 2, 2, run_config=TINY)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    config = classify_config(deployed, data, 2)
+    config = {**classify_config(deployed, data, 2), "evaluate-with-train": True}
     with deployment_for(tmp_path, data, 2) as deployment:
         deployment.start()
         deployment.trust_app(REPO)

@@ -63,6 +63,7 @@ def test_three_site_lora_run_writes_run_dir_learns_and_sends_little(tmp_path, de
     check_contract("run", run)
 
 
+@pytest.mark.slow  # ~60 s; faults through a simulation also run in tests/bench
 def test_bad_replies_are_rejected_and_the_run_continues(tmp_path, derma):
     run = tmp_path / "faulty"
     faults = "faults=nan@1:1,shape@2:2,raise@0:2"
@@ -86,9 +87,12 @@ def test_bad_replies_are_rejected_and_the_run_continues(tmp_path, derma):
 
 
 def test_killed_run_resumes_to_configured_rounds(tmp_path, derma):
+    # Prepare: one message per round, so the run is killed owing round 1's
+    # evaluation (it rides on round 2's train message)
     run = tmp_path / "resumable"
+    fused = ("--set", "evaluate-with-train=true")
     proc = subprocess.Popen(
-        simulate_args(run, derma, 3, "--no-compare"),
+        simulate_args(run, derma, 3, "--no-compare", *fused),
         cwd=REPO,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -103,12 +107,17 @@ def test_killed_run_resumes_to_configured_rounds(tmp_path, derma):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     subprocess.run(
-        simulate_args(run, derma, 3, "--resume"), check=True, cwd=REPO, timeout=600
+        simulate_args(run, derma, 3, "--resume", *fused),
+        check=True,
+        cwd=REPO,
+        timeout=600,
     )
     rounds = [r["round"] for r in records(run) if r["phase"] == "train"]
     assert rounds == sorted(set(rounds)) and rounds[-1] == 3 and rounds[0] == 1
     heldout = [r["round"] for r in records(run) if r["phase"] == "heldout"]
     assert heldout == sorted(set(heldout)) and heldout[-1] == 3
+    evaluated = [r["round"] for r in records(run) if r["phase"] == "evaluate"]
+    assert evaluated == [1, 2, 3]  # the resumed run paid what the killed one owed
 
 
 def test_one_message_rounds_train_and_score_the_same_model(tmp_path, derma):

@@ -11,7 +11,16 @@ from fedmed.config import ConfigError, PlatformConfig, parse_platform
 from fedmed.privacy.accountant import epsilon_after
 from fedmed.privacy.dp import update_norm
 from fedmed.tasks import list_tasks
-from fedmed.wire import ARRAYS, METRICS, NUM_EXAMPLES, record_to_state, state_to_record
+from fedmed.wire import (
+    ARRAYS,
+    EVALUATE_FIRST,
+    METRICS,
+    NUM_EXAMPLES,
+    PRIOR,
+    metric_record,
+    record_to_state,
+    state_to_record,
+)
 from server.server_app import horizontal_strategy
 from strategies.adapter_fedavg import AdapterFedAvg
 from strategies.dp import (
@@ -19,7 +28,7 @@ from strategies.dp import (
     AdapterDPFixedClipping,
     check_differential_privacy,
 )
-from tests.strategies.conftest import PairTask, asks, update_reply
+from tests.strategies.conftest import PairTask, asks, site_of, update_reply
 
 
 class WideTask(PairTask):
@@ -159,3 +168,34 @@ def test_server_builds_the_dp_wrapper_from_the_run_config(wrapped):
     assert isinstance(strategy, AdapterDPFixedClipping)
     assert (strategy.noise_multiplier, strategy.clipping_norm) == (2.0, 0.3)
     assert strategy.epsilon() == pytest.approx(epsilon_after(2.0, 3, 1e-5), rel=1e-9)
+
+
+def test_dp_rounds_carry_the_evaluation_in_the_train_message(run):
+    # Prepare: DP around a one-message-per-round FedAvg, 2 rounds
+    task = WideTask(None, PlatformConfig())
+    inner = AdapterFedAvg(
+        task, run, min_sites=1, evaluate_with_train=True, last_round=2
+    )
+    strategy = AdapterDPFixedClipping(inner, noise_multiplier=0.0, clip_norm=10.0)
+    reference = task.exchanged(task.build_model())
+    arrays = state_to_record(reference, "fp32")
+    first = asks(strategy, 2, arrays=arrays)
+    strategy.aggregate_train(1, [update_reply(a, reference, 10) for a in first])
+    assert asks(strategy, 2, phase="evaluate", arrays=arrays) == []
+    second = asks(strategy, 2, server_round=2, arrays=arrays)
+    replies = []
+    for ask in second:
+        reply = update_reply(ask, reference, 10)
+        reply.content[PRIOR + METRICS] = metric_record(
+            {"accuracy": 0.25 * (1 + site_of(ask)), NUM_EXAMPLES: 4}
+        )
+        replies.append(reply)
+    # Execute
+    strategy.aggregate_train(2, replies)
+    # Assert: both configs asked (clip norm and evaluate-first), round 1's
+    # evaluation recorded from the train replies, then round 2's release
+    assert all(m.content["config"][EVALUATE_FIRST] for m in second)
+    evaluate, train = run.read_metrics()[-2:]
+    assert (evaluate["round"], evaluate["phase"]) == (1, "evaluate")
+    assert evaluate["aggregated"]["accuracy"] == pytest.approx(0.375)
+    assert (train["round"], train["phase"], train["accepted"]) == (2, "train", 2)
