@@ -56,7 +56,6 @@ from fedmed.runs import RoundTally, RunDirectory
 from fedmed.tasks.base import Task
 from fedmed.wire import (
     EVALUATE_FIRST,
-    STATISTICS,
     describe_payload,
     payload_bytes,
     prior_evaluation,
@@ -65,9 +64,9 @@ from fedmed.wire import (
 )
 from strategies.identity import SiteIdentity, directory_for
 from strategies.replies import (
-    REFUSALS,
     Accepted,
     SiteUpdate,
+    pooled_metrics,
     read_evaluation,
     read_update,
     record_silent,
@@ -297,29 +296,13 @@ class AdapterFedAvg(FedAvg):
             aggregated = dict(
                 self.evaluate_metrics_aggr_fn(contents, self.weighted_by_key)
             )
-        aggregated.update(self._pooled(contents))
+        aggregated.update(pooled_metrics(self.task, contents))
         wall = None if part is None else 0.0
         self._record(round_k, "evaluate", aggregated, tally=tally, wall_s=wall, **extra)
         log(INFO, "round %d evaluation: %s", round_k, aggregated)
         if not aggregated:
             return None
         return MetricRecord({k: float(v) for k, v in aggregated.items()})
-
-    def _pooled(self, contents: list[RecordDict]) -> dict[str, float]:
-        """Metrics of the pooled test data, when every site sent its statistics.
-
-        Statistics the task cannot combine (a site sent another layout) cost
-        this round its pooled metrics, logged with the reason, not the run.
-        """
-        if not contents or not all(STATISTICS in c for c in contents):
-            return {}
-        site_statistics = [dict(c[STATISTICS]) for c in contents]
-        try:
-            pooled = self.task.pooled_metrics(site_statistics)
-        except (*REFUSALS, IndexError) as err:
-            log(ERROR, "pooled metrics left out: statistics do not combine: %r", err)
-            return {}
-        return {f"pooled_{k}": v for k, v in pooled.items()}
 
     # ---------------------------------------------------------------- plumbing
     def _send(

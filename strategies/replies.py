@@ -36,11 +36,13 @@ from torch import Tensor
 
 from fedmed.comm.selection import UpdateRejected
 from fedmed.runs import NO_REPLY, RoundTally
+from fedmed.tasks.base import Task
 from fedmed.wire import (
     ARRAYS,
     METRICS,
     NUM_EXAMPLES,
     SITE_ID,
+    STATISTICS,
     describe_payload,
     payload_bytes,
     record_to_state,
@@ -236,3 +238,21 @@ def weighted_metric_means(contents: list[RecordDict], weighted_by: str) -> Metri
     if not rows or sum(weights) <= 0:
         return MetricRecord()
     return MetricRecord(metric_means(rows, weights))
+
+
+def pooled_metrics(task: Task, contents: Sequence[RecordDict]) -> dict[str, float]:
+    """Metrics of the pooled test data (``pooled_*``), when every evaluation
+    reply sent its statistics.
+
+    Statistics the task cannot combine (a site sent another layout) cost the
+    round its pooled metrics, logged with the reason, not the run.
+    """
+    if not contents or not all(STATISTICS in c for c in contents):
+        return {}
+    site_statistics = [dict(c[STATISTICS]) for c in contents]
+    try:
+        pooled = task.pooled_metrics(site_statistics)
+    except (*REFUSALS, IndexError) as err:
+        log(ERROR, "pooled metrics left out: statistics do not combine: %r", err)
+        return {}
+    return {f"pooled_{k}": v for k, v in pooled.items()}
