@@ -59,6 +59,9 @@ POLL_S = 0.25
 LOCAL_WAIT_S = 0.05
 #: How often the warm runner asks its own SuperNode (loopback) for a message.
 RUNNER_POLL_S = 0.1
+#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
+#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
+#: tries give up after ~4 min, before a large update has crossed a slow link.
 RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 RESTART_S = 1.0
 
@@ -119,7 +122,10 @@ def install_short_polls(poll_s: float) -> None:
     from flwr.supernode import start_client_internal as node
 
     node.pull_objects = partial(
-        node.pull_objects, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S
+        node.pull_objects,
+        initial_backoff=RETRY_FIRST_S,
+        backoff_cap=RETRY_CAP_S,
+        max_tries_per_object=None,  # bounded in time (PULL_MAX_TIME), see RETRY_CAP_S
     )
     node.time = SimpleNamespace(
         sleep=lambda seconds: time.sleep(

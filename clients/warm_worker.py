@@ -76,6 +76,9 @@ PRELOAD = ("torch", "timm", "peft", "transformers", "sklearn.metrics")
 #: A claimed message's objects may still be arriving from the SuperLink; Flower
 #: retries an unavailable one after 1 s, doubling (a fresh process rarely asks
 #: that early). The runner asks again after 50 ms, up to 0.5 s apart.
+#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
+#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
+#: tries give up after ~4 min, before a large update has crossed a slow link.
 RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 TOKEN_ENV = "FEDMED_WARM_TOKEN"  # a claimed task handed over an exec
 FAB_ENV = "FEDMED_WARM_FAB"
@@ -205,6 +208,7 @@ def retry_objects_promptly() -> None:
         run_clientapp.pull_and_inflate_object_from_tree,
         initial_backoff=RETRY_FIRST_S,
         backoff_cap=RETRY_CAP_S,
+        max_tries_per_object=None,  # bounded in time only
     )
 
 

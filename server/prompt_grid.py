@@ -23,6 +23,9 @@ from flwr.serverapp import Grid
 
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.25
+#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
+#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
+#: tries give up after ~4 min, before a large update has crossed a slow link.
 RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 
 
@@ -37,6 +40,7 @@ def prompt_replies(grid: Grid) -> Grid:
             http_grid.pull_objects,
             initial_backoff=RETRY_FIRST_S,
             backoff_cap=RETRY_CAP_S,
+            max_tries_per_object=None,  # bounded in time only
         )
     grid.send_and_receive = lambda messages, *, timeout=None: send_and_receive(
         grid, messages, timeout=timeout

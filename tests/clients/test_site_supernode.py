@@ -83,6 +83,7 @@ def test_supernode_waits_are_capped_at_the_poll_interval():
         assert 0.3 <= idle < 1.0 and local < 0.2
         assert node.time.time() > 0
         assert node.pull_objects.keywords["initial_backoff"] == 0.05
+        assert node.pull_objects.keywords["max_tries_per_object"] is None
     finally:
         node.time, node.pull_objects = saved
 

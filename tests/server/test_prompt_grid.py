@@ -65,4 +65,5 @@ def test_only_a_deployment_grid_is_changed(monkeypatch):
     assert "send_and_receive" not in vars(other)
     assert "send_and_receive" in vars(deployed)
     assert http_grid.pull_objects.keywords["initial_backoff"] == 0.05
+    assert http_grid.pull_objects.keywords["max_tries_per_object"] is None
     assert not isinstance(http_grid.pull_objects.func, type(http_grid.pull_objects))
