@@ -199,11 +199,18 @@ def plot_deploy(rows: list[dict], detail: dict[str, Any], path: Path) -> Path:
         for r in rows
     ]
     wire = [r.get("wire_s", 0.0) for r in rows]
+    # the app row's round also holds the training a simulated round does
+    work = [r.get("simulated_round_s", 0.0) for r in rows]
     fixed = [max(r["fixed_cost_s_per_site"], 0.0) for r in rows]
     ax.barh(labels, wire, color="tab:blue", label="wire time (bytes at link rate)")
-    ax.barh(labels, fixed, left=wire, color="tab:orange", label="fixed cost per site")
+    if any(work):
+        ax.barh(
+            labels, work, color="tab:green", label="the app's work (simulated round)"
+        )
+    start = [w + a for w, a in zip(wire, work, strict=True)]
+    ax.barh(labels, fixed, left=start, color="tab:orange", label="fixed cost per site")
     for i, r in enumerate(rows):
-        ax.text(wire[i] + fixed[i], i, f" {r['round_s']} s", va="center", fontsize=8)
+        ax.text(start[i] + fixed[i], i, f" {r['round_s']} s", va="center", fontsize=8)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("seconds per round (symlog)")
     ax.invert_yaxis()
