@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,6 +49,7 @@ from fedmed.deploy.app_pin import (
     fab_sha256,
     read_trusted_apps,
 )
+from fedmed.wire.retries import prompt_retries
 
 log = logging.getLogger("clients.site_supernode")  # also when run as __main__
 
@@ -59,10 +59,6 @@ POLL_S = 0.25
 LOCAL_WAIT_S = 0.05
 #: How often the warm runner asks its own SuperNode (loopback) for a message.
 RUNNER_POLL_S = 0.1
-#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
-#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
-#: tries give up after ~4 min, before a large update has crossed a slow link.
-RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 RESTART_S = 1.0
 
 
@@ -116,17 +112,12 @@ def install_short_polls(poll_s: float) -> None:
     reply or an object's content) at ``LOCAL_WAIT_S``.
 
     A message polled that promptly may arrive before the ServerApp has pushed
-    all its objects; Flower retries an unavailable object after 1 s, doubling,
-    so those retries start at 50 ms here (up to 0.5 s apart).
+    all its objects, so its object pulls retry promptly too
+    (:mod:`fedmed.wire.retries`).
     """
     from flwr.supernode import start_client_internal as node
 
-    node.pull_objects = partial(
-        node.pull_objects,
-        initial_backoff=RETRY_FIRST_S,
-        backoff_cap=RETRY_CAP_S,
-        max_tries_per_object=None,  # bounded in time (PULL_MAX_TIME), see RETRY_CAP_S
-    )
+    node.pull_objects = prompt_retries(node.pull_objects)
     node.time = SimpleNamespace(
         sleep=lambda seconds: time.sleep(
             min(seconds, poll_s if seconds >= 1.0 else LOCAL_WAIT_S)

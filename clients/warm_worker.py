@@ -41,7 +41,6 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
-from functools import partial
 from pathlib import Path
 
 from flwr.app import Error, Message
@@ -68,18 +67,12 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 from fedmed.deploy.app_pin import check_app, read_trusted_apps
+from fedmed.wire.retries import prompt_retries
 
 log = logging.getLogger("clients.warm_worker")  # also when run as __main__
 
 #: Third-party libraries the fedmed app imports, loaded before the first task.
 PRELOAD = ("torch", "timm", "peft", "transformers", "sklearn.metrics")
-#: A claimed message's objects may still be arriving from the SuperLink; Flower
-#: retries an unavailable one after 1 s, doubling (a fresh process rarely asks
-#: that early). The runner asks again after 50 ms, up to 0.5 s apart.
-#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
-#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
-#: tries give up after ~4 min, before a large update has crossed a slow link.
-RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 TOKEN_ENV = "FEDMED_WARM_TOKEN"  # a claimed task handed over an exec
 FAB_ENV = "FEDMED_WARM_FAB"
 ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
@@ -203,12 +196,10 @@ def _replace_self(argv: Sequence[str], token: str, fab_hash: str) -> None:
 
 
 def retry_objects_promptly() -> None:
-    """Pull a message's objects with short retries (this process only)."""
-    run_clientapp.pull_and_inflate_object_from_tree = partial(
-        run_clientapp.pull_and_inflate_object_from_tree,
-        initial_backoff=RETRY_FIRST_S,
-        backoff_cap=RETRY_CAP_S,
-        max_tries_per_object=None,  # bounded in time only
+    """Pull a message's objects with prompt retries (this process only): a
+    claimed message's objects may still be arriving from the SuperLink."""
+    run_clientapp.pull_and_inflate_object_from_tree = prompt_retries(
+        run_clientapp.pull_and_inflate_object_from_tree
     )
 
 

@@ -9,7 +9,7 @@ that polls the SuperLink every 50 ms at first, backing off to 0.25 s for long
 rounds, and returns the replies in the order of the messages they answer, so
 aggregation sees the same order however the sites' answers interleave. A reply
 seen that early may still be uploading its objects: the grid retries those
-after 50 ms (up to 0.5 s apart) instead of Flower's 1 s, doubling.
+promptly (:mod:`fedmed.wire.retries`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from functools import partial
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from fedmed.wire.retries import prompt_retries
+
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.25
-#: Object retries: after 50 ms, up to 0.5 s apart, for as long as Flower waits
-#: in time (PULL_MAX_TIME, 2 h) but not capped at Flower's 500 tries: 500 short
-#: tries give up after ~4 min, before a large update has crossed a slow link.
-RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 
 
 def prompt_replies(grid: Grid) -> Grid:
@@ -36,12 +34,7 @@ def prompt_replies(grid: Grid) -> Grid:
     if not isinstance(grid, http_grid.HttpGrid):
         return grid
     if not isinstance(http_grid.pull_objects, partial):
-        http_grid.pull_objects = partial(
-            http_grid.pull_objects,
-            initial_backoff=RETRY_FIRST_S,
-            backoff_cap=RETRY_CAP_S,
-            max_tries_per_object=None,  # bounded in time only
-        )
+        http_grid.pull_objects = prompt_retries(http_grid.pull_objects)
     grid.send_and_receive = lambda messages, *, timeout=None: send_and_receive(
         grid, messages, timeout=timeout
     )
