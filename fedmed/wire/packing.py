@@ -67,19 +67,27 @@ def is_packed(buffer: np.ndarray) -> bool:
     )
 
 
-def packed_layout(
-    buffer: np.ndarray,
-) -> list[tuple[str, str, tuple[int, ...], int, int]]:
+Layout = list[tuple[str, str, tuple[int, ...], int, int]]
+
+
+def packed_layout(buffer: np.ndarray) -> Layout:
     """The checked header of a packed buffer: ``(name, dtype, shape, start, nbytes)``
     with ``start`` counted from the buffer's beginning."""
     if not is_packed(buffer):
         raise ValueError("not a packed array buffer")
-    data = buffer.tobytes()
-    _, header_len = _PREFIX.unpack_from(data)
-    if header_len > min(MAX_HEADER_BYTES, len(data) - _PREFIX.size):
+    return read_layout(memoryview(buffer), buffer.size)
+
+
+def read_layout(head: memoryview | bytes, size: int) -> Layout:
+    """:func:`packed_layout` from the first bytes of a packed buffer of ``size``
+    bytes: only the header is read, never the arrays."""
+    if len(head) < _PREFIX.size or bytes(head[:4]) != MAGIC:
+        raise ValueError("not a packed array buffer")
+    _, header_len = _PREFIX.unpack_from(head)
+    if header_len > min(MAX_HEADER_BYTES, size - _PREFIX.size, len(head)):
         raise ValueError("packed buffer: header length out of range")
     try:
-        entries = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
+        entries = json.loads(bytes(head[_PREFIX.size : _PREFIX.size + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"packed buffer: unreadable header ({err})") from None
     if not isinstance(entries, list):
@@ -90,7 +98,7 @@ def packed_layout(
         name, dtype, shape, offset, nbytes = _checked_entry(entry)
         if name in names:
             raise ValueError(f"packed buffer: array {name!r} appears twice")
-        if offset < end or start + offset + nbytes > len(data):
+        if offset < end or start + offset + nbytes > size:
             raise ValueError(f"packed buffer: array {name!r} lies outside its slot")
         names.add(name)
         end = offset + nbytes
@@ -99,13 +107,10 @@ def packed_layout(
 
 
 def unpack_arrays(buffer: np.ndarray) -> dict[str, np.ndarray]:
-    """The named arrays of a packed buffer (copies, writable)."""
-    data = buffer.tobytes()
+    """The named arrays of a packed buffer (one copy each, writable)."""
     return {
-        name: np.frombuffer(data, dtype=dtype, count=_count(shape), offset=at)
-        .reshape(shape)
-        .copy()
-        for name, dtype, shape, at, _ in packed_layout(buffer)
+        name: buffer[at : at + nbytes].view(dtype).reshape(shape).copy()
+        for name, dtype, shape, at, nbytes in packed_layout(buffer)
     }
 
 

@@ -9,6 +9,7 @@ nothing is ever pickled.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import Tensor
 
 from fedmed.comm.codecs import decode, encode
-from fedmed.wire.packing import pack_arrays, packed_layout, unpack_arrays
+from fedmed.wire.packing import Layout, pack_arrays, read_layout, unpack_arrays
 
 ARRAYS = "arrays"
 METRICS = "metrics"
@@ -32,6 +33,10 @@ PACKED = "packed-state"
 EVALUATE_FIRST = "evaluate-first"
 #: Where a train reply carries that evaluation: ``PRIOR + METRICS`` etc.
 PRIOR = "evaluated-"
+NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def state_to_record(state: Mapping[str, Tensor], codec: str) -> ArrayRecord:
@@ -98,12 +103,30 @@ def _array_sizes(record: ArrayRecord) -> dict[str, int]:
     if PACKED not in sizes:
         return sizes
     try:
-        layout = packed_layout(record[PACKED].numpy())
+        layout = _layout_of(record[PACKED])
     except ValueError:
         return sizes  # unreadable: counted whole, refused where it is read
     inner = {name: nbytes for name, _, _, _, nbytes in layout}
     inner[PACKED] = sizes.pop(PACKED) - sum(inner.values())
     return {**sizes, **inner}
+
+
+def _layout_of(array: Array) -> Layout:
+    """A packed array's layout read from its serialised bytes (numpy's header,
+    then the packing header) without deserialising the payload: the ledger
+    describes every message, and a message may carry hundreds of megabytes."""
+    stream = io.BytesIO(array.data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = NPY_HEADERS.get(version)
+        if read_header is None:
+            raise ValueError(f"numpy format version {version}")
+        shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, SyntaxError) as err:
+        raise ValueError(f"not a numpy array ({err})") from None
+    if dtype != np.uint8 or len(shape) != 1:
+        raise ValueError("not a packed array buffer")
+    return read_layout(memoryview(array.data)[stream.tell() :], shape[0])
 
 
 def _value_bytes(value: object) -> int:

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedmed.wire import arrays_to_record, describe_payload, record_to_state
@@ -111,3 +111,13 @@ def test_a_packed_state_with_company_in_its_record_is_refused():
     record["extra"] = arrays_to_record({"x": np.zeros(2, np.float32)})["x"]
     with pytest.raises(ValueError, match="alone"):
         record_to_state(record)
+
+
+def test_the_ledger_counts_an_unreadable_packed_array_whole():
+    # a site's reply with a forged header is refused where it is read; the
+    # ledger still counts its bytes, under the packed array's name
+    array = Array(forged([["w", "float32", [32], 0, 128]]))
+    shape = describe_payload(RecordDict({"arrays": ArrayRecord({PACKED: array})}))
+    assert shape["arrays"] == {PACKED: len(array.data)}
+    with pytest.raises(ValueError, match="outside"):
+        record_to_state(ArrayRecord({PACKED: array}))
