@@ -260,45 +260,40 @@ class AdapterFedAvg(FedAvg):
     def _record_carried_evaluation(self, round_k: int, replies: list[Message]) -> None:
         """Record round ``round_k``'s evaluation from the train replies that
         carried it; their bytes and wall time stay with the train row."""
-        self._evaluation(
-            round_k, replies, RoundTally(), part=prior_evaluation, carried_by="train"
-        )
+        self._evaluation(round_k, replies, RoundTally(), carried=True)
 
     def _evaluation(
         self,
         round_k: int,
         replies: Iterable[Message],
         tally: RoundTally,
-        part: Callable[[RecordDict], RecordDict | None] | None = None,
-        **extra: Any,
+        *,
+        carried: bool = False,
     ) -> MetricRecord | None:
-        """Screen evaluation replies (or the ``part`` of replies that holds
-        one), record the round's ``evaluate`` row, return its metrics."""
+        """Screen evaluation replies (``carried``: the evaluations train replies
+        carry), record the round's ``evaluate`` row, return its metrics."""
         cap = self.max_examples
 
-        def read(content: RecordDict) -> dict[str, Any]:
-            evaluation = content if part is None else part(content)
+        def read(content: RecordDict) -> tuple[dict[str, Any], RecordDict]:
+            evaluation = prior_evaluation(content) if carried else content
             if evaluation is None:
                 raise UpdateRejected("reply carries no evaluation")
-            return read_evaluation(evaluation, cap)
+            return read_evaluation(evaluation, cap), evaluation
 
         evaluated = self._screen(
-            round_k, replies, read, tally=tally, count_bytes=part is None
+            round_k, replies, read, tally=tally, count_bytes=not carried
         )
         for reply in evaluated:
-            tally.accept(reply.site, reply.value)
-        contents = [
-            reply.content if part is None else cast(RecordDict, part(reply.content))
-            for reply in evaluated
-        ]
+            tally.accept(reply.site, reply.value[0])
+        contents = [reply.value[1] for reply in evaluated]
         aggregated: dict[str, Any] = {}
         if contents:
             aggregated = dict(
                 self.evaluate_metrics_aggr_fn(contents, self.weighted_by_key)
             )
         aggregated.update(pooled_metrics(self.task, contents))
-        wall = None if part is None else 0.0
-        self._record(round_k, "evaluate", aggregated, tally=tally, wall_s=wall, **extra)
+        extra = {"wall_s": 0.0, "carried_by": "train"} if carried else {}
+        self._record(round_k, "evaluate", aggregated, tally=tally, **extra)
         log(INFO, "round %d evaluation: %s", round_k, aggregated)
         if not aggregated:
             return None
