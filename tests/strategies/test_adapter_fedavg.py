@@ -235,3 +235,27 @@ def test_a_resumed_run_evaluates_the_checkpoint_it_never_evaluated(task, run):
         task, run, round_offset=4, evaluate_with_train=True, last_round=6
     )
     assert all(EVALUATE_FIRST not in m.content["config"] for m in asks(again, 2))
+
+
+def test_a_carried_evaluation_is_bounded_like_an_evaluate_reply(task, run):
+    # Prepare: a dishonest site claims 1e18 test cases in the evaluation its
+    # train reply carries, to own round 1's scores
+    strategy = AdapterFedAvg(
+        task, run, min_sites=1, evaluate_with_train=True, last_round=3
+    )
+    first = asks(strategy, 2)
+    strategy.aggregate_train(1, [update_reply(a, filled(1.0), 10) for a in first])
+    second = asks(strategy, 2, server_round=2)
+    replies = [
+        carried(second[0], filled(2.0), 10, 10, accuracy=0.9),
+        carried(second[1], filled(2.0), 10, 10**18, accuracy=0.0),
+    ]
+    # Execute
+    strategy.aggregate_train(2, replies)
+    # Assert: its evaluation is refused with the rule it broke, its update
+    # (a valid one) still counts
+    evaluate, train = run.read_metrics()[-2:]
+    assert evaluate["aggregated"]["accuracy"] == pytest.approx(0.9)
+    assert [r["site"] for r in evaluate["rejected"]] == ["1"]
+    assert "max-examples-per-site" in evaluate["rejected"][0]["reason"]
+    assert train["accepted"] == 2
