@@ -95,6 +95,10 @@ def screen_replies(
     ``UpdateRejected``), e.g. a node claiming another site than before.
     ``count_bytes=False`` reads a part of replies whose bytes another phase
     counts (an evaluation carried by a train reply).
+
+    The accepted replies come back ordered by site, not by arrival: float
+    sums over sites then add in the same order every run, so a round's
+    aggregate does not depend on which site happened to answer first.
     """
     accepted = []
     for msg in replies:
@@ -116,7 +120,7 @@ def screen_replies(
             tally.reject(site, str(err)[:REASON_CHARS])
             continue
         accepted.append(Accepted(site, msg.content, value))
-    return accepted
+    return sorted(accepted, key=lambda reply: reply.site)
 
 
 def record_silent(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from fedmed.commands import simulate_command
 from tests.contracts import check_contract
@@ -133,11 +135,17 @@ def test_one_message_rounds_train_and_score_the_same_model(tmp_path, derma):
             cwd=REPO,
             timeout=600,
         )
-    # Assert: bit-identical checkpoints, the same evaluation of each round,
-    # and only the last round's evaluation sent in a message of its own
+    # Assert: the same checkpoints, the same evaluation of each round, and
+    # only the last round's evaluation sent in a message of its own. Equal to
+    # float32 rounding, not bit for bit: sites train concurrently on a shared
+    # CPU, and BLAS kernels may round differently from run to run even with
+    # the same random draws (a different draw would move weights by percents)
     for k in (1, 2):
         name = f"checkpoints/round_{k}.safetensors"
-        assert (runs[True] / name).read_bytes() == (runs[False] / name).read_bytes()
+        fused, plain = (load_file(runs[f] / name) for f in (True, False))
+        assert fused.keys() == plain.keys()
+        for key, value in fused.items():
+            torch.testing.assert_close(value, plain[key], rtol=1e-4, atol=1e-6)
     scores = {
         fused: {
             r["round"]: r["aggregated"]
@@ -146,7 +154,9 @@ def test_one_message_rounds_train_and_score_the_same_model(tmp_path, derma):
         }
         for fused, run in runs.items()
     }
-    assert scores[True] == scores[False] and set(scores[True]) == {1, 2}
+    assert set(scores[True]) == set(scores[False]) == {1, 2}
+    for k, row in scores[False].items():
+        assert scores[True][k] == pytest.approx(row, rel=1e-4, abs=1e-6)
     network = {
         fused: json.loads((run / "summary.json").read_text())["network"]
         for fused, run in runs.items()
