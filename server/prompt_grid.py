@@ -6,8 +6,9 @@ last site answered (simulation's in-memory grid polls every 0.1 s): with a
 train and an evaluate phase that alone breaks a 2 s budget for the fixed cost
 of a round. :func:`prompt_replies` replaces the method on that grid with one
 that polls the SuperLink every 50 ms at first, backing off to 0.25 s for long
-rounds, and returns the replies in the order of the messages they answer, so
-aggregation sees the same order however the sites' answers interleave. A reply
+rounds, and returns the replies in the order of the messages they answer (the
+strategies add accepted replies up in site order in any case:
+:func:`strategies.replies.screen_replies`). A reply
 seen that early may still be uploading its objects: the grid retries those
 promptly (:mod:`fedmed.wire.retries`).
 """

@@ -17,6 +17,7 @@ from another party.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 
@@ -130,16 +131,9 @@ def _checked_entry(entry: object) -> tuple[str, str, tuple[int, ...], int, int]:
     for value in (offset, nbytes):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"packed buffer: bad offset or size for {name!r}")
-    if _count(shape) * np.dtype(dtype).itemsize != nbytes:
+    if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:
         raise ValueError(f"packed buffer: size of {name!r} does not match its shape")
     return name, dtype, tuple(shape), offset, nbytes
-
-
-def _count(shape: tuple[int, ...] | list[int]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 def _aligned(size: int) -> int:
