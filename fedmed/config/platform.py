@@ -142,9 +142,15 @@ class PlatformConfig:
                 "aggregate goes back in fp32; set comm-dtype=fp32"
             )
 
+    @property
+    def fits_one_message_rounds(self) -> bool:
+        """Whether ``evaluate-with-train`` can serve this config: every site in
+        every train round, and the plain evaluation path (secure aggregation
+        has its own)."""
+        return not self.secure_aggregation and self.fraction_train >= 1.0
+
     def _check_evaluate_with_train(self) -> None:
-        """One message per round needs every site in every train round, and the
-        plain evaluation path (secure aggregation has its own)."""
+        """Refuse ``evaluate-with-train`` where it does not fit, saying why."""
         if self.secure_aggregation:
             raise ConfigError(
                 "evaluate-with-train=true and secure-aggregation=true cannot be "

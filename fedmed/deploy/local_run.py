@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from fedmed.config import Scalar
+from fedmed.config import Scalar, parse_platform
 from fedmed.deploy.certs import ensure_certificates
 from fedmed.deploy.local import LocalDeployment
 from fedmed.deploy.site_keys import SiteFolder, init_site
@@ -57,10 +57,8 @@ def deployment_defaults(config: Mapping[str, Scalar]) -> dict[str, Scalar]:
     a deployed round pays for every message, a simulated one hardly does."""
     config = dict(config)
     if "evaluate-with-train" not in config:
-        config["evaluate-with-train"] = (
-            not bool(config.get("secure-aggregation", False))
-            and float(config.get("fraction-train", 1.0)) == 1.0
-        )
+        platform = parse_platform(config)
+        config["evaluate-with-train"] = platform.fits_one_message_rounds
     return config
 
 
