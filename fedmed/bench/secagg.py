@@ -35,19 +35,34 @@ def grid(quick: bool) -> list[tuple[int, int]]:
 
 
 def measure_or_widen(clients: int, dim: int, fraction: float, repeats: int) -> dict:
-    """:func:`measure` at the default degree; if the dropouts make recovery fail
-    there (too few parties keep ``t`` surviving neighbours), again with 1.5x the
-    degree, the row saying so (``default_degree_recovered = 0``)."""
-    try:
-        return {
-            **measure(clients, dim, fraction, repeats),
-            "default_degree_recovered": 1,
-        }
-    except RecoveryFailed as err:
-        log.warning("n=%d drop=%.1f: %s; widening the graph", clients, fraction, err)
-    wider = min(clients - 1, 2 * round(0.75 * default_degree(clients)))
-    row = measure(clients, dim, fraction, repeats, degree=wider)
-    return {**row, "default_degree_recovered": 0}
+    """:func:`measure` at the default degree; while the dropouts make recovery
+    fail (too few parties keep ``t`` surviving neighbours), again with 1.5x
+    the degree, up to the complete graph. The row names the degree that held
+    (``degree``; ``default_degree_recovered = 0`` if it is not the default).
+
+    The graph derives from the parties' fresh keys, so whether a degree holds
+    at a given dropout rate varies from run to run: at 100 parties and 20 %
+    dropouts the default (20) never held in eight tries, 1.5x it (30) in
+    seven of eight.
+    """
+    degree = default_degree(clients)
+    while True:
+        try:
+            row = measure(clients, dim, fraction, repeats, degree=degree)
+        except RecoveryFailed as err:
+            if degree >= clients - 1:
+                raise
+            degree = min(clients - 1, 2 * round(0.75 * degree))
+            log.warning(
+                "n=%d drop=%.1f: %s; widening the graph to degree %d",
+                clients,
+                fraction,
+                err,
+                degree,
+            )
+            continue
+        recovered = int(degree == default_degree(clients))
+        return {**row, "default_degree_recovered": recovered}
 
 
 def run_secagg(quick: bool, work_dir: Path) -> tuple[list[dict], dict]:
