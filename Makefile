@@ -3,15 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-all lint bench
+.PHONY: install demo test test-all lint bench lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed
+# with, so a fresh install is the tested environment, not whatever PyPI holds
+# that day. `make lock` re-resolves pyproject.toml's ranges from scratch.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	touch $@
+
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install '.[dev]'
+	{ echo "# Exact versions behind 'make install' (pip -c). Regenerate with 'make lock',"; \
+	  echo "# then 'python -m fedmed.deploy.image_requirements --write' and 'make test'."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude fedmed; } > constraints.txt
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/fedmed demo
