@@ -25,7 +25,7 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install '.[dev]'
 	{ echo "# Exact versions behind 'make install' (pip -c). Regenerate with 'make lock',"; \
 	  echo "# then 'python -m fedmed.deploy.image_requirements --write' and 'make test'."; \
-	  $(LOCK_VENV)/bin/python -m pip freeze --exclude fedmed; } > constraints.txt
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude pip --exclude fedmed; } > constraints.txt
 	rm -rf $(LOCK_VENV)
 
 demo: install
